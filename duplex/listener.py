@@ -1,0 +1,120 @@
+"""The listening side, frame by frame: VAD, speech runs and streaming ASR.
+
+Shared by the engine and the offline policy harness (``policies``' evaluation), so a
+policy sees exactly the same inputs in both. Synchronous and deterministic: the
+engine runs :meth:`Listener.step` in an executor thread, one frame at a time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from duplex.audio import FRAME_MS, FRAME_SAMPLES
+from duplex.config import ASRConfig, VADConfig
+from duplex.stages.asr import StreamingASR
+from duplex.stages.vad import VAD, SpeechSegmenter
+
+PREROLL_FRAMES = 10
+"""Frames (320 ms) kept before an onset and fed to ASR, so the first word is not clipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerFrame:
+    vad: float
+    user_speaking: bool
+    speech_run: float
+    silence: float
+    partial: str
+    utterance: int
+    started: bool = False
+    ended: bool = False
+    run_duration: float = 0.0
+    partial_changed: bool = False
+    final: str | None = None
+    """Set on the frame a speech run ended: the ASR's final text of that utterance."""
+    asr_compute: float = 0.0
+
+
+class Listener:
+    def __init__(self, vad: VAD, asr: StreamingASR | None, vad_cfg: VADConfig, asr_cfg: ASRConfig) -> None:
+        self.vad = vad
+        self.asr = asr
+        self.seg = SpeechSegmenter(
+            vad_cfg.threshold,
+            max(1, vad_cfg.min_speech_ms // FRAME_MS),
+            max(1, vad_cfg.hangover_ms // FRAME_MS),
+        )
+        self.partial_every = max(1, asr_cfg.partial_every_ms // FRAME_MS)
+        self.reset()
+
+    def reset(self) -> None:
+        self.vad.reset()
+        self.seg.reset()
+        self._preroll: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES)
+        self.utterance = 0
+        self.partial = ""
+        self._frames_in_utt = 0
+        self._silence_frames = 10_000
+
+    def step(self, mic: np.ndarray) -> ListenerFrame:
+        from duplex.clock import PerfTimer
+
+        assert mic.shape == (FRAME_SAMPLES,), mic.shape
+        prob = self.vad(mic)
+        edge = self.seg.step(prob)
+        started = edge == "start"
+        ended = edge == "end"
+        final: str | None = None
+        changed = False
+        compute = 0.0
+        run_duration = 0.0
+        if started:
+            self.utterance += 1
+            self.partial = ""
+            self._frames_in_utt = 0
+            if self.asr is not None:
+                t0 = PerfTimer.now()
+                self.asr.start()
+                for f in self._preroll:
+                    self.asr.accept(f)
+                compute += PerfTimer.now() - t0
+        if self.seg.speaking or ended:
+            if self.asr is not None:
+                t0 = PerfTimer.now()
+                self.asr.accept(mic)
+                self._frames_in_utt += 1
+                if ended:
+                    final = self.asr.finish()
+                    changed = final != self.partial
+                    self.partial = final
+                elif self._frames_in_utt % self.partial_every == 0:
+                    p = self.asr.partial()
+                    changed = p != self.partial
+                    self.partial = p
+                compute += PerfTimer.now() - t0
+            elif ended:
+                final = ""
+        if ended:
+            run_duration = self.seg.run_frames * FRAME_MS / 1000
+        self._preroll.append(mic)
+        if prob >= self.seg.threshold:
+            self._silence_frames = 0
+        else:
+            self._silence_frames += 1
+        return ListenerFrame(
+            vad=prob,
+            user_speaking=self.seg.speaking,
+            speech_run=self.seg.run_frames * FRAME_MS / 1000 if self.seg.speaking else 0.0,
+            silence=self._silence_frames * FRAME_MS / 1000,
+            partial=self.partial,
+            utterance=self.utterance,
+            started=started,
+            ended=ended,
+            run_duration=run_duration,
+            partial_changed=changed,
+            final=final,
+            asr_compute=compute,
+        )

@@ -1,0 +1,80 @@
+"""Streaming speech recognition: the interface and the packaged pocketsphinx backend."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from duplex.audio import SAMPLE_RATE
+from duplex.errors import ASRError
+
+log = logging.getLogger(__name__)
+
+
+class StreamingASR(Protocol):
+    """One utterance at a time: ``start``, ``accept`` audio, read ``partial``, ``finish``.
+
+    Calls are synchronous (the engine runs them in an executor thread) and audio is
+    float32 at 16 kHz. ``language`` is the detected language when the backend detects one.
+    """
+
+    name: str
+    language: str | None
+
+    def start(self) -> None: ...
+    def accept(self, pcm: np.ndarray) -> None: ...
+    def partial(self) -> str: ...
+    def finish(self) -> str: ...
+
+
+class PocketSphinxASR:
+    """CMU PocketSphinx with its shipped en-US acoustic and language model.
+
+    Partials come from the decoder's running best path; the final from ``end_utt``
+    without lattice rescoring, so it extends the last partial instead of jumping.
+    """
+
+    name = "pocketsphinx"
+
+    def __init__(self) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as exc:
+            raise ASRError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
+        try:
+            self._dec = Decoder(samprate=SAMPLE_RATE, bestpath=False, loglevel="FATAL")
+        except (RuntimeError, ValueError) as exc:
+            raise ASRError(f"cannot load the pocketsphinx en-US model: {exc}") from exc
+        self.language: str | None = "en"
+        self._active = False
+
+    def start(self) -> None:
+        if self._active:
+            self._dec.end_utt()
+        self._dec.start_utt()
+        self._active = True
+
+    def accept(self, pcm: np.ndarray) -> None:
+        if not self._active:
+            self.start()
+        data = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        self._dec.process_raw(data, False, False)
+
+    def partial(self) -> str:
+        hyp = self._dec.hyp() if self._active else None
+        return _clean(hyp.hypstr) if hyp is not None else ""
+
+    def finish(self) -> str:
+        if not self._active:
+            return ""
+        self._dec.end_utt()
+        self._active = False
+        hyp = self._dec.hyp()
+        return _clean(hyp.hypstr) if hyp is not None else ""
+
+
+def _clean(text: str) -> str:
+    # pocketsphinx marks fillers like <sil> or [NOISE]; they are not words.
+    return " ".join(w for w in text.split() if not (w.startswith("<") or w.startswith("[") or w.startswith("++")))

@@ -1,0 +1,101 @@
+"""The turn-policy interface: what a policy sees each frame and what it may decide.
+
+Policies (``policies/``) depend on this module and :mod:`duplex.events` only. The
+engine builds one :class:`PolicyInput` per 32 ms frame, strictly causally, and acts on
+the returned :class:`PolicyOutput`:
+
+* while the agent speaks: ``BARGE_IN`` cancels the reply; ``BACKCHANNEL`` is logged and
+  the agent keeps talking; ``CONTINUE`` (or ``None``) changes nothing;
+* while the user has the floor: ``END_OF_TURN`` starts the reply; ``HOLD`` waits;
+  ``BACKCHANNEL_OPPORTUNITY`` lets the agent say "mm-hmm" in a pause.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from duplex.events import Decision
+
+BACKCHANNEL_WORDS = frozenset(
+    "mm mhm hmm mmhmm uh-huh uhhuh huh yeah yep yes yup ok okay right sure alright "
+    "aha ah oh wow cool nice great gotcha true totally exactly indeed i see".split()
+)
+"""Words that, alone, make a typical backchannel (lower case, hyphens kept)."""
+
+STOP_WORDS = frozenset("wait stop no sorry hold hang but excuse actually".split())
+"""Words that typically open a real interruption."""
+
+_WORD = re.compile(r"[a-z']+(?:-[a-z']+)?")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def backchannel_score(text: str) -> float:
+    """Share of the words that are backchannel words (0 when there are none)."""
+    ws = words(text)
+    if not ws:
+        return 0.0
+    return sum(w in BACKCHANNEL_WORDS or w.startswith("mm") or w.startswith("hm") for w in ws) / len(ws)
+
+
+def has_stop_word(text: str) -> bool:
+    return any(w in STOP_WORDS for w in words(text))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInput:
+    """Everything the engine knows at the end of one frame, causally.
+
+    Audio arrays are float32, ``FRAME_SAMPLES`` long, 16 kHz.
+    """
+
+    t: float
+    mic: np.ndarray
+    """The microphone after echo cancellation (if any)."""
+    playback: np.ndarray
+    """What the agent's speaker played during this frame (the echo reference)."""
+    vad: float
+    user_speaking: bool
+    """The VAD segmenter's state (onset needs a few frames; offset a hangover)."""
+    speech_run: float
+    """Seconds since the current user speech run began (0 when silent)."""
+    silence: float
+    """Seconds since the user's last speech frame."""
+    agent_speaking: bool
+    """The agent has a reply in flight whose audio is playing or about to play."""
+    agent_spoken: float
+    """Seconds of the current reply played so far."""
+    partial: str
+    """Latest ASR hypothesis of the user's current utterance ('' if none)."""
+    user_turn_open: bool
+    """The user has spoken since the agent last took the turn (an end of turn is due)."""
+    raw_mic: np.ndarray | None = None
+    """The microphone before echo cancellation, when AEC is on."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOutput:
+    decision: Decision | None = None
+    probs: dict[str, float] = field(default_factory=dict)
+
+
+class TurnPolicy(Protocol):
+    """A frame-by-frame turn-taking policy. Must be deterministic and causal."""
+
+    name: str
+
+    def reset(self) -> None:
+        """Forget all state (new session)."""
+        ...
+
+    def step(self, x: PolicyInput) -> PolicyOutput: ...
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
