@@ -9,6 +9,7 @@ CLI flags override single keys with ``--set section.key=value``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -49,6 +50,10 @@ class ASRConfig:
     language: str = ""
     """Empty means detect (faster-whisper) or en-US (pocketsphinx)."""
     beam_size: int = 1
+    cpu_threads: int = 0
+    """faster-whisper on CPU: 0 means one per core, less one for the audio loop."""
+    window_s: float = 24.0
+    """faster-whisper: longest audio re-decoded for a partial; older audio is committed."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,11 @@ class LLMConfig:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 10.0
     retries: int = 2
+    """openai backend: extra attempts, only before the first token arrives."""
     device: str = "cpu"
+    """transformers backend: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """transformers backend: ``auto`` is float32 on CPU, bfloat16 (or float16) on CUDA."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,11 @@ class TTSConfig:
     """The first chunk goes to TTS at the first clause boundary after this many words."""
     device: str = "cpu"
     model: str = ""
+    """kokoro: a Hugging Face repo id (default hexgrad/Kokoro-82M) or a local directory
+    with config.json, the .pth weights and voices/*.pt."""
+    voices: str = ""
+    """Voices per language for replies in another language, ``es=ef_dora,de=/v/de.onnx``;
+    kokoro has built-in choices (see docs/backends.md)."""
 
 
 @dataclass(frozen=True)
@@ -142,24 +156,83 @@ class RecordingConfig:
 
 @dataclass(frozen=True)
 class MQTTConfig:
+    """Turn events over MQTT (``duplex/mqtt``); off unless ``enabled``. See docs/mqtt.md."""
+
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 1883
     protocol: Literal["3.1.1", "5"] = "5"
+    """With "5", a broker that only speaks 3.1.1 (e.g. ``duplex broker``) is retried with 3.1.1."""
     client_id: str = ""
+    """Empty means ``duplex-<device_id>-<random>``."""
     keepalive_s: int = 30
     prefix: str = "duplex"
     device_id: str = "duplex"
+    """Letters, digits, ``_`` and ``-``: it names topics and Home Assistant unique ids."""
     username: str = ""
     password_env: str = ""
+    """Name of an environment variable holding the password (the password itself never goes in a profile)."""
     password_file: str = ""
+    """A file whose first line is the password."""
     tls: bool = False
     ca_file: str = ""
+    """CA bundle to verify the broker; empty means the system's trust store."""
     cert_file: str = ""
     key_file: str = ""
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     outbox_size: int = 1000
+    """Messages held while the broker is unreachable; when full the oldest are dropped and counted."""
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    """Reconnect backoff doubles from ``reconnect_min_s`` up to this, with jitter."""
+    connect_timeout_s: float = 5.0
+    """Bound on one connection attempt; also how long startup waits for the first connection."""
+    close_timeout_s: float = 2.0
+    """On shutdown, time allowed to flush queued events before disconnecting."""
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"mqtt.{key} {why}")
+
+        if not 1 <= self.port <= 65535:
+            raise bad("port", f"must be 1..65535, got {self.port}")
+        if not 0 <= self.keepalive_s <= 65535:
+            raise bad("keepalive_s", f"must be 0..65535 seconds, got {self.keepalive_s}")
+        for key in ("prefix", "discovery_prefix"):
+            value = getattr(self, key)
+            if (
+                not value
+                or value.startswith(("/", "$"))
+                or value.endswith("/")
+                or "//" in value
+                or any(c in value for c in "+#\0")
+            ):
+                raise bad(key, f"must be a topic path without wildcards or leading/trailing '/', got {value!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.device_id):
+            raise bad("device_id", f"must be 1-64 letters, digits, '_' or '-', got {self.device_id!r}")
+        if any(c in self.client_id for c in "+#\0") or len(self.client_id) > 128:
+            raise bad("client_id", f"must be at most 128 characters without '+', '#', got {self.client_id!r}")
+        if self.password_env and self.password_file:
+            raise bad("password_env", "and mqtt.password_file are both set: choose one")
+        if (self.password_env or self.password_file) and not self.username:
+            raise bad("username", "is required when a password is configured")
+        if self.key_file and not self.cert_file:
+            raise bad("key_file", "needs mqtt.cert_file (the client certificate)")
+        if not self.tls:
+            for key in ("ca_file", "cert_file", "key_file"):
+                if getattr(self, key):
+                    raise bad(key, "is set but mqtt.tls is false: set mqtt.tls = true")
+        if not 1 <= self.outbox_size <= 1_000_000:
+            raise bad("outbox_size", f"must be 1..1000000, got {self.outbox_size}")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise bad(
+                "reconnect_min_s",
+                f"must be > 0 and <= mqtt.reconnect_max_s, got {self.reconnect_min_s} and {self.reconnect_max_s}",
+            )
+        for key in ("connect_timeout_s", "close_timeout_s"):
+            if not getattr(self, key) > 0:
+                raise bad(key, f"must be > 0 seconds, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,18 @@ class Listener:
         self._frames_in_utt = 0
         self._silence_frames = 10_000
 
+    def close_utterance(self) -> tuple[str, float]:
+        """End the current speech run now (the policy decided early); returns (final, compute s)."""
+        from duplex.clock import PerfTimer
+
+        if not self.seg.speaking:
+            return self.partial, 0.0
+        self.seg.reset()
+        t0 = PerfTimer.now()
+        final = self.asr.finish() if self.asr is not None else ""
+        self.partial = final
+        return final, PerfTimer.now() - t0
+
     def step(self, mic: np.ndarray) -> ListenerFrame:
         from duplex.clock import PerfTimer
 

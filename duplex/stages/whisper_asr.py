@@ -1,0 +1,248 @@
+"""faster-whisper as a streaming recogniser: growing-window re-decoding with local agreement.
+
+Whisper is not streaming: it reads up to 30 s of audio and writes the whole text. To get
+partials while the user speaks, each ``partial()`` re-decodes the utterance so far (at most
+once per ``asr.partial_every_ms`` of new audio) and a word is *committed* once two
+consecutive decodes agree on it and on every word before it (LocalAgreement-2, after
+Macháček et al., "Turning Whisper into Real-Time Transcription System", 2023). A partial
+is ``committed words + the latest decode's tail``: the committed prefix only ever grows, so
+what the user sees never flickers; only the tentative tail may change.
+
+An utterance longer than ``asr.window_s`` is cut at the end of its last committed word
+(found by one decode with word timestamps); the words before the cut are carried as text
+and as the decoding prompt, so compute stays bounded however long the user talks.
+
+``finish()`` decodes the whole window once more: for an utterance shorter than the window
+the final is exactly what one batch ``transcribe`` of the same audio gives.
+
+Loading never downloads: a model name must be in the Hugging Face cache or ``asr.model``
+a local CTranslate2 directory (see :func:`duplex.models.locate_whisper`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from duplex.audio import SAMPLE_RATE
+from duplex.config import ASRConfig
+from duplex.errors import ASRError, ModelError
+from duplex.models import force_offline, locate_whisper
+
+log = logging.getLogger(__name__)
+
+MIN_DECODE_SAMPLES = SAMPLE_RATE * 3 // 10
+"""Below 0.3 s Whisper mostly hallucinates; partials wait for at least this much audio."""
+PROMPT_WORDS = 32
+"""Carried words given back to the decoder as its prompt after a cut."""
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']+", "", word.casefold())
+
+
+@dataclass
+class LocalAgreement:
+    """LocalAgreement-2 on word hypotheses of one window.
+
+    ``committed`` only grows: a word joins it when the previous and the current hypothesis
+    agree on it and on everything before it (compared without case and punctuation).
+    """
+
+    committed: list[str] = field(default_factory=list)
+    previous: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+
+    def update(self, words: list[str]) -> None:
+        n = 0
+        for a, b in zip(self.previous, words):
+            if _norm(a) != _norm(b):
+                break
+            n += 1
+        k = len(self.committed)
+        consistent = [_norm(w) for w in words[:k]] == [_norm(w) for w in self.committed]
+        if n > k and consistent:
+            self.committed.extend(words[k:n])
+        # The tail is what this decode says beyond the committed words; if it no longer
+        # agrees with them, its words past the same count are the best guess we have.
+        self.tail = list(words[len(self.committed) :])
+        self.previous = list(words)
+
+    def text(self) -> str:
+        return " ".join(self.committed + self.tail)
+
+
+@dataclass
+class _Utterance:
+    """Per-utterance state, thrown away whole by ``start``."""
+
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n,) window since the last cut
+    carried: list[str] = field(default_factory=list)  # committed words of audio cut away
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    decoded_at: int = 0  # window length (samples) at the last decode
+    detected: str | None = None  # language of the last partial decode
+    language: str | None = None  # locked at the first cut: the window no longer holds the start
+    partial: str = ""
+
+
+class WhisperASR:
+    """faster-whisper (CTranslate2) behind the :class:`~duplex.stages.asr.StreamingASR` interface.
+
+    Attributes:
+        language: the language of the last finished utterance (``asr.language`` when set).
+        language_probability: the detector's probability for it (1.0 when configured).
+    """
+
+    name = "faster-whisper"
+
+    def __init__(self, cfg: ASRConfig) -> None:
+        force_offline()
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise ASRError("faster-whisper is not installed (pip install faster-whisper)") from exc
+        try:
+            path = locate_whisper(cfg)
+        except ModelError as exc:
+            raise ASRError(str(exc)) from exc
+        from duplex.stages.llm import default_threads
+
+        try:
+            self._model = WhisperModel(
+                str(path),
+                device=cfg.device,
+                compute_type=cfg.compute_type,
+                cpu_threads=default_threads(cfg.cpu_threads),
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ASRError(
+                f"cannot load faster-whisper model {path} on {cfg.device}/{cfg.compute_type}: {first}"
+            ) from exc
+        self.cfg = cfg
+        self.model_path = path
+        self.multilingual = bool(self._model.model.is_multilingual)
+        if cfg.language and not self.multilingual and cfg.language != "en":
+            raise ASRError(f"faster-whisper model {path} is English-only; asr.language={cfg.language!r} needs a multilingual model")
+        self.language: str | None = cfg.language or (None if self.multilingual else "en")
+        self.language_probability = 1.0 if self.language else 0.0
+        self._step = max(1, SAMPLE_RATE * cfg.partial_every_ms // 1000)
+        self._window = int(cfg.window_s * SAMPLE_RATE)
+        self._u = _Utterance()
+        self._audio_lock = threading.Lock()
+        self._decode_lock = threading.Lock()  # partial() and finish() may run on different threads
+        self.decodes = 0
+        """Decoder runs so far (partials, cuts and finals)."""
+
+    def warmup(self) -> None:
+        """One decode of silence, so the first utterance does not pay for lazy initialisation."""
+        self._transcribe(np.zeros(SAMPLE_RATE, np.float32), _Utterance())
+
+    # --- StreamingASR -----------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._audio_lock:
+            self._u = _Utterance()
+
+    def accept(self, pcm: np.ndarray) -> None:
+        pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        with self._audio_lock:  # held for a copy only: never across a decode
+            self._u.audio = np.concatenate([self._u.audio, pcm])
+
+    def partial(self) -> str:
+        """The stable prefix plus the latest tentative tail (re-decoded when enough audio is new)."""
+        with self._decode_lock:
+            u = self._u
+            with self._audio_lock:
+                n = u.audio.size
+            if n < MIN_DECODE_SAMPLES or n - u.decoded_at < self._step:
+                return u.partial
+            if n > self._window:
+                self._cut(u)
+            with self._audio_lock:
+                audio = u.audio
+            segs, lang, _ = self._transcribe(audio, u)
+            u.decoded_at = audio.size
+            u.detected = lang
+            u.agreement.update(_words(segs))
+            u.partial = " ".join(u.carried + [u.agreement.text()]).strip()
+            return u.partial
+
+    @property
+    def stable(self) -> str:
+        """The committed prefix of the current utterance: it only ever grows."""
+        u = self._u
+        return " ".join(u.carried + u.agreement.committed)
+
+    def finish(self) -> str:
+        """Decode the whole window; sets ``language`` and ``language_probability``."""
+        with self._decode_lock:
+            with self._audio_lock:
+                u, self._u = self._u, _Utterance()
+            if u.audio.size < MIN_DECODE_SAMPLES // 2:
+                return " ".join(u.carried)
+            segs, lang, prob = self._transcribe(u.audio, u)
+            if lang is not None:
+                self.language, self.language_probability = lang, prob
+            return " ".join(u.carried + _words(segs)).strip()
+
+    # --- decoding ---------------------------------------------------------------------
+
+    def _transcribe(self, audio: np.ndarray, u: _Utterance, word_timestamps: bool = False) -> tuple[list, str | None, float]:
+        """One decode: its segments, the language and its probability (detected or configured)."""
+        language = self.cfg.language or u.language or (None if self.multilingual else "en")
+        prompt = " ".join(u.carried[-PROMPT_WORDS:]) or None
+        try:
+            segments, info = self._model.transcribe(
+                audio,
+                language=language,
+                beam_size=self.cfg.beam_size,
+                best_of=1,
+                temperature=0.0,  # no fallback ladder: a voice turn cannot wait for five decodes
+                condition_on_previous_text=False,
+                initial_prompt=prompt,
+                without_timestamps=not word_timestamps,
+                word_timestamps=word_timestamps,
+                vad_filter=False,  # duplex's VAD already cut the utterance
+            )
+            segs = list(segments)
+        except (RuntimeError, ValueError) as exc:
+            raise ASRError(f"faster-whisper failed to decode: {exc}") from exc
+        self.decodes += 1
+        if language is not None:
+            return segs, language, 1.0
+        return segs, info.language, float(info.language_probability)
+
+    def _cut(self, u: _Utterance) -> None:
+        """Drop audio up to the end of the last committed word and carry its words as text."""
+        with self._audio_lock:
+            audio = u.audio
+        committed = u.agreement.committed
+        cut = 0
+        if committed:
+            segs, _, _ = self._transcribe(audio, u, word_timestamps=True)
+            stamped = [w for s in segs for w in (s.words or [])]
+            k = min(len(committed), len(stamped))
+            if k:
+                cut = int(stamped[k - 1].end * SAMPLE_RATE)
+        if not 0 < cut < audio.size:
+            # Nothing committed in a whole window (noise, or a model that never agrees
+            # with itself): keep the newest half and let the older audio go unrecognised.
+            cut = audio.size - self._window // 2
+            log.debug("whisper window cut without a committed word at sample %d", cut)
+        # The window no longer holds the start of the utterance: keep its language.
+        u.language = u.language or u.detected
+        u.carried = u.carried + committed
+        u.agreement = LocalAgreement()
+        with self._audio_lock:
+            u.audio = u.audio[cut:]
+        u.decoded_at = 0
+
+
+def _words(segments: list) -> list[str]:
+    return " ".join(s.text.strip() for s in segments).split()
