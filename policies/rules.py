@@ -2,7 +2,7 @@
 
 While the agent speaks, a user speech run becomes a barge-in once it has lasted
 ``barge_in_min_speech_ms`` *and* the recogniser has ``barge_in_min_words`` words that
-are not all backchannel words (or at once on a stop word such as "wait"); a short run
+are not all backchannel words (or a stop word such as "wait" alone); a short run
 made only of backchannel words is a backchannel; anything else is ignored. A run longer
 than ``backchannel_max_ms`` is a barge-in whatever its words (a user who keeps talking).
 With echo (playback louder than the mic minus ``double_talk_margin_db``), onsets are
@@ -43,9 +43,10 @@ class RulePolicy:
                 if not self._decided and self._double_talk(x):
                     n = len(words(x.partial))
                     bc = backchannel_score(x.partial)
-                    if has_stop_word(x.partial) and x.speech_run * 1000 >= 160:
-                        decision = Decision.BARGE_IN
-                    elif x.speech_run * 1000 >= c.barge_in_min_speech_ms and n >= c.barge_in_min_words and bc < 1.0:
+                    long_enough = x.speech_run * 1000 >= c.barge_in_min_speech_ms
+                    if long_enough and has_stop_word(x.partial):
+                        decision = Decision.BARGE_IN  # "wait", "stop": one word is enough
+                    elif long_enough and n >= c.barge_in_min_words and bc < 1.0:
                         decision = Decision.BARGE_IN
                     elif x.speech_run * 1000 >= c.backchannel_max_ms:
                         decision = Decision.BARGE_IN

@@ -44,4 +44,4 @@ def vad():
 def tts(cfg):
     from duplex.stages.tts import PiperTTS
 
-    return PiperTTS(cfg.tts.voice, cfg.tts.speed)
+    return PiperTTS(cfg.tts.voice, cfg.tts.speed, cfg.tts.noise_scale, cfg.tts.noise_w)

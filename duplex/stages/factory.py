@@ -46,7 +46,7 @@ def make_tts(cfg: TTSConfig) -> TTS:
     if cfg.backend == "piper":
         from duplex.stages.tts import PiperTTS
 
-        return PiperTTS(cfg.voice, cfg.speed)
+        return PiperTTS(cfg.voice, cfg.speed, cfg.noise_scale, cfg.noise_w)
     if cfg.backend == "kokoro":
         from duplex.stages.kokoro_tts import KokoroTTS
 

@@ -66,15 +66,33 @@ class LlamaCppLLM:
             raise LLMError(f"cannot load GGUF model {path}: {exc}") from exc
         self.tokens_generated = 0
         """Tokens produced over the model's life (tests use it to check cancellation)."""
+        self._system_prefix = 0
 
     def warmup(self) -> None:
-        for _ in self.stream([{"role": "user", "content": "Hi"}], threading.Event(), max_tokens=2):
-            pass
+        """Evaluate the system prompt once and remember where it ends in the KV cache.
+
+        Every reply then starts from exactly that state (the system prompt reused, the
+        rest evaluated in one batch), so a reply depends only on the conversation, never
+        on how far an earlier, cancelled reply had got: replay needs that.
+        """
+        from llama_cpp import Llama
+
+        self._llm.reset()
+        system = {"role": "system", "content": self.cfg.system_prompt}
+        ids = []
+        for probe in ("Hi", "Yo"):
+            self._system_prefix = 0
+            for _ in self.stream([system, {"role": "user", "content": probe}], threading.Event(), max_tokens=1):
+                pass
+            ids.append(list(self._llm._input_ids))
+        self._system_prefix = Llama.longest_token_prefix(ids[0], ids[1])
 
     def stream(
         self, messages: Sequence[Message], cancel: threading.Event, max_tokens: int | None = None
     ) -> Iterator[str]:
         c = self.cfg
+        if self._llm.n_tokens > self._system_prefix:
+            self._llm.n_tokens = self._system_prefix  # forget everything after the system prompt
         it = self._llm.create_chat_completion(
             messages=list(messages),
             stream=True,

@@ -29,7 +29,7 @@ class PiperTTS:
 
     name = "piper"
 
-    def __init__(self, voice: str, speed: float = 1.0) -> None:
+    def __init__(self, voice: str, speed: float = 1.0, noise_scale: float = 0.0, noise_w: float = 0.0) -> None:
         try:
             from piper import PiperVoice, SynthesisConfig
         except ImportError as exc:
@@ -44,7 +44,9 @@ class PiperTTS:
             self._voice = PiperVoice.load(str(path))
         except (OSError, ValueError, RuntimeError) as exc:
             raise TTSError(f"cannot load piper voice {path}: {exc}") from exc
-        self._syn = SynthesisConfig(length_scale=1.0 / max(0.25, speed))
+        self._syn = SynthesisConfig(
+            length_scale=1.0 / max(0.25, speed), noise_scale=noise_scale, noise_w_scale=noise_w
+        )
         self.native_rate = int(self._voice.config.sample_rate)
         self.voice_path = path
 

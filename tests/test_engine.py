@@ -1,0 +1,117 @@
+"""The engine on the real packaged models, driven by a scripted user on the simulated clock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from duplex.app import run_conversation
+from duplex.events import (
+    AgentStopped,
+    AgentTurnEnded,
+    AudioPlayed,
+    Backchannel,
+    BargeIn,
+    EndOfTurn,
+    LLMToken,
+    TurnLatency,
+)
+from duplex.simuser import SimulatedUser, UserVoice, parse_script
+
+
+def run_script(cfg, models, script: dict, **kw):
+    voice, utts = parse_script(script)
+    user = SimulatedUser(utts, UserVoice(voice, models.tts))
+    return asyncio.run(run_conversation(cfg, models, user, **kw))
+
+
+BARGE_IN = {
+    "say": [
+        {"text": "Hello. Can you tell me something about the moon?", "at": 0.3},
+        {"text": "Wait, stop. What about Mars?", "after_agent_speech": 1.0},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def barge_run(cfg, models):
+    return run_script(cfg, models, BARGE_IN)
+
+
+def of(events, cls, **match):
+    return [e for e in events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in match.items())]
+
+
+def test_barge_in_stops_playback_within_one_chunk(barge_run):
+    ev = barge_run.events
+    barges = of(ev, BargeIn, turn=1)
+    assert len(barges) == 1, [e.type for e in ev if e.DECISION]
+    b = barges[0]
+    late = [e for e in of(ev, AudioPlayed, turn=1) if e.t >= b.t and e.n_samples > 0]
+    assert late == [], "audio of the cancelled reply was played after the barge-in"
+    stopped = of(ev, AgentStopped, turn=1)
+    assert len(stopped) == 1
+    assert stopped[0].latency <= b.reaction + 0.033  # silent at the very next chunk
+
+
+def test_history_holds_exactly_the_heard_words(barge_run):
+    ev = barge_run.events
+    played_words = " ".join(e.text for e in of(ev, AudioPlayed, turn=1) if e.text).split()
+    ended = of(ev, AgentTurnEnded, turn=1)[0]
+    assert ended.interrupted
+    assert ended.heard.split() == played_words
+    assert played_words, "the agent said nothing before the barge-in"
+    gen = ended.generated.split()
+    assert len(gen) > len(played_words), "nothing was cut"
+    assert gen[: len(played_words)] == played_words
+
+
+def test_llm_stream_really_stops_after_barge_in(barge_run):
+    ev = barge_run.events
+    b = of(ev, BargeIn, turn=1)[0]
+    after = [e for e in of(ev, LLMToken, turn=1) if e.t > b.t]
+    assert len(after) <= 1
+
+
+def test_next_reply_follows_the_interruption(barge_run):
+    ev = barge_run.events
+    eots = of(ev, EndOfTurn)
+    assert len(eots) >= 2 and "mars" in eots[1].text.lower()
+    lat = of(ev, TurnLatency)
+    assert lat and all(x.voice_to_voice is not None and x.voice_to_voice > 0 for x in lat)
+
+
+def test_llm_cancel_direct(models):
+    cancel = threading.Event()
+    before = models.llm.tokens_generated
+    pieces = []
+    for piece in models.llm.stream([{"role": "user", "content": "Count from one to fifty."}], cancel):
+        pieces.append(piece)
+        if len(pieces) == 3:
+            cancel.set()
+    assert len(pieces) <= 4
+    assert models.llm.tokens_generated - before <= 4
+
+
+def test_backchannel_does_not_cancel_the_reply(cfg, models):
+    run = run_script(cfg, models, {
+        "say": [
+            {"text": "Hello. Can you tell me something about the moon?", "at": 0.3},
+            {"text": "okay", "after_agent_speech": 1.0},
+        ]
+    })
+    ev = run.events
+    assert of(ev, Backchannel, who="user"), [e.type for e in ev if e.DECISION]
+    assert not of(ev, BargeIn)
+    ended = of(ev, AgentTurnEnded, turn=1)[0]
+    assert not ended.interrupted
+    assert ended.heard.split() == " ".join(e.text for e in of(ev, AudioPlayed, turn=1) if e.text).split()
+
+
+def test_lockstep_runs_are_deterministic(cfg, models, barge_run):
+    again = run_script(cfg, models, BARGE_IN)
+    a = [e.to_json() for e in barge_run.events if e.DECISION]
+    b = [e.to_json() for e in again.events if e.DECISION]
+    assert a == b
