@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -79,6 +80,18 @@ DRAIN_LIMIT_S = 30.0
 
 AudioTap = Callable[[float, np.ndarray, np.ndarray], None]
 """Called every tick with (t, microphone frame, played chunk): the recorder's seam."""
+
+MicFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(microphone frame, chunk played this tick) -> what the microphone really heard.
+The simulated-room seam: echo of the agent's own voice is added here in tests and
+benchmarks, before the recorder and the echo canceller see the frame."""
+
+
+class CaptureProcessor(Protocol):
+    """Echo cancellation in the capture path: the microphone frame and the exact chunk
+    the player sent to the speaker in the same tick (the echo reference)."""
+
+    def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -141,6 +154,7 @@ class Engine:
         bus: EventBus | None = None,
         clock: Clock | None = None,
         history: History | None = None,
+        aec: CaptureProcessor | None = None,
     ) -> None:
         self.cfg = cfg
         self.models = models
@@ -155,6 +169,8 @@ class Engine:
         self.player = Player(int(cfg.engine.max_pending_audio_s * SAMPLE_RATE))
         self.stats = EngineStats()
         self._taps: list[AudioTap] = []
+        self._mic_filters: list[MicFilter] = []
+        self.aec = aec
         self._listen_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-listen")
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-llm")
         self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-tts")
@@ -181,6 +197,9 @@ class Engine:
 
     def add_tap(self, tap: AudioTap) -> None:
         self._taps.append(tap)
+
+    def add_mic_filter(self, fn: MicFilter) -> None:
+        self._mic_filters.append(fn)
 
     def set_muted(self, muted: bool) -> None:
         if muted != self._muted:
@@ -266,11 +285,16 @@ class Engine:
         self._on_played(played, t_start)
 
         # 2. Listener (+ 3. policy) in the executor: the loop never runs a model.
+        for flt in self._mic_filters:
+            mic = flt(mic, played.audio)
         if self._muted:
             mic = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         for tap in self._taps:
             tap(t_start, mic, played.audio)
+        raw_mic = mic
         loop = asyncio.get_running_loop()
+        if self.aec is not None:
+            mic = await loop.run_in_executor(self._listen_pool, self.aec.process, mic, played.audio)
         lf: ListenerFrame = await loop.run_in_executor(self._listen_pool, self.listener.step, mic)
         if isinstance(self.clock, SimClock):
             self.clock.set((i + 1) * FRAME_S)
@@ -290,6 +314,7 @@ class Engine:
             agent_spoken=(self._reply.played_samples / SAMPLE_RATE) if self._reply else 0.0,
             partial=lf.partial,
             user_turn_open=self._user_turn_open,
+            raw_mic=raw_mic if self.aec is not None else None,
         )
         out: PolicyOutput = self.policy.step(x)
         if out.probs:
