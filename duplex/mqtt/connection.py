@@ -8,15 +8,19 @@ certificate): retrying those would only hammer the broker with the same mistake.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -36,10 +40,13 @@ _PERMANENT = _UNSUPPORTED_PROTOCOL | _BAD_CLIENT_ID | _BAD_CREDENTIALS | _NOT_AU
 class MQTTConnectionError(MQTTError):
     """A connection attempt failed; ``permanent`` when retrying cannot help."""
 
-    def __init__(self, message: str, *, permanent: bool = False, unsupported_protocol: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, unsupported_protocol: bool = False, no_connack: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.unsupported_protocol = unsupported_protocol
+        self.no_connack = no_connack
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +97,12 @@ def tls_context(cfg: MQTTConfig) -> ssl.SSLContext | None:
 
 
 class Connector:
-    """Makes aiomqtt clients for one configuration and explains why a connection failed.
+    """Makes aiomqtt connections for one configuration and explains why one failed.
 
-    With ``protocol = "5"`` and a broker that answers "unsupported protocol version"
-    (amqtt, old mosquitto), it switches to 3.1.1 once and says so.
+    With ``protocol = "5"`` and a broker that only speaks 3.1.1 (amqtt, which is what
+    ``duplex broker`` runs), it switches to 3.1.1. Such a broker either answers
+    "unsupported protocol version" or, confused by the MQTT 5 packet, does not answer
+    at all: after a CONNACK timeout one 3.1.1 attempt follows at once, kept if it works.
     """
 
     def __init__(self, cfg: MQTTConfig, *, client_id: str = "") -> None:
@@ -102,6 +111,7 @@ class Connector:
         self.tls = tls_context(cfg)
         self.client_id = client_id or cfg.client_id or f"duplex-{cfg.device_id}-{secrets.token_hex(3)}"
         self.protocol = aiomqtt.ProtocolVersion.V5 if cfg.protocol == "5" else aiomqtt.ProtocolVersion.V311
+        self._trying_311 = False
 
     @property
     def where(self) -> str:
@@ -120,12 +130,30 @@ class Connector:
             will=will,
             # The outbox makes delivery reliable; a broker session would only replay stale commands.
             clean_session=None if v5 else True,
-            clean_start=True,
+            clean_start=True if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,  # paho refuses it on 3.1.1
             keepalive=self.cfg.keepalive_s,
             timeout=self.cfg.connect_timeout_s,
             tls_context=self.tls,
             logger=logging.getLogger("duplex.mqtt.paho"),
         )
+
+    @contextlib.asynccontextmanager
+    async def connect(self, *, will: aiomqtt.Will | None = None) -> AsyncIterator[aiomqtt.Client]:
+        """``async with connector.connect() as client:`` a connected client, closed on exit."""
+        client = self.client(will=will)
+        try:
+            await client.__aenter__()
+        except BaseException:
+            # aiomqtt leaves the socket open when CONNACK never comes; close it, or every
+            # retry leaks a file descriptor (paho's disconnect() closes it; _client is its handle).
+            with contextlib.suppress(Exception):
+                client._client.disconnect()  # noqa: SLF001
+            raise
+        self._trying_311 = False  # whatever protocol worked, keep it
+        try:
+            yield client
+        finally:
+            await client.__aexit__(None, None, None)
 
     def publish_properties(self) -> Properties | None:
         if self.protocol is not aiomqtt.ProtocolVersion.V5:
@@ -136,32 +164,47 @@ class Connector:
         return props
 
     def fall_back(self, err: MQTTConnectionError) -> bool:
-        """After an unsupported-protocol refusal on MQTT 5, switch to 3.1.1; ``True`` if switched."""
-        if err.unsupported_protocol and self.protocol is aiomqtt.ProtocolVersion.V5:
-            log.info("%s does not speak MQTT 5; using MQTT 3.1.1", self.where)
+        """After a failed connection attempt: ``True`` if the next attempt should follow at once
+        with MQTT 3.1.1 (see the class doc); a failed 3.1.1 try after a timeout goes back to 5."""
+        v5 = self.protocol is aiomqtt.ProtocolVersion.V5
+        if v5 and (err.unsupported_protocol or err.no_connack):
+            log.info("%s: %s with MQTT 5; trying MQTT 3.1.1", self.where,
+                     "unsupported" if err.unsupported_protocol else "no answer")
             self.protocol = aiomqtt.ProtocolVersion.V311
+            self._trying_311 = err.no_connack
             return True
+        if self._trying_311:
+            self.protocol = aiomqtt.ProtocolVersion.V5
+            self._trying_311 = False
         return False
 
-    def explain(self, exc: BaseException) -> MQTTConnectionError:
-        """Translate a failure from aiomqtt/paho/ssl/socket into a one-line, actionable error."""
+    def explain(self, exc: BaseException, *, connecting: bool = True) -> MQTTConnectionError:
+        """Translate a failure from aiomqtt/paho/ssl/socket into a one-line, actionable error.
+
+        ``connecting``: it happened before the broker accepted us (else: a connection was lost).
+        """
         cfg, where = self.cfg, self.where
         if isinstance(exc, MQTTConnectionError):
             return exc
-        if isinstance(exc, aiomqtt.MqttConnectError):
+        if not connecting:
+            return MQTTConnectionError(f"lost the connection to {where}: {_root(exc)}")
+        if isinstance(exc, MqttConnectError):
             code = getattr(exc.rc, "value", exc.rc)
             reason = str(exc.rc) if exc.rc is not None else "refused"
             user = f"user {cfg.username!r}" if cfg.username else "an anonymous client"
-            if code in _BAD_CREDENTIALS:
-                source = (
-                    f"${cfg.password_env}" if cfg.password_env
-                    else cfg.password_file if cfg.password_file else "no password configured"
-                )
-                msg = (f"{where} rejected the username or password of {user}: "
+            source = (
+                f"${cfg.password_env}" if cfg.password_env
+                else cfg.password_file if cfg.password_file else "none configured"
+            )
+            if code in _BAD_CREDENTIALS or (code in _NOT_AUTHORISED and cfg.username):
+                # mosquitto answers a wrong password with "not authorised" on MQTT 3.1.1.
+                msg = (f"{where} rejected the username or password of {user} ({reason.lower()}): "
                        f"check mqtt.username and the password ({source})")
+                if code in _NOT_AUTHORISED:
+                    msg += ", then the broker's ACL"
             elif code in _NOT_AUTHORISED:
-                msg = (f"{where} refused {user}: not authorised "
-                       "(set mqtt.username and a password, or allow the client in the broker's ACL)")
+                msg = (f"{where} refused {user} (not authorised): set mqtt.username and a password "
+                       "(mqtt.password_env or mqtt.password_file)")
             elif code in _UNSUPPORTED_PROTOCOL:
                 msg = f"{where} does not support MQTT {cfg.protocol}: set mqtt.protocol = \"3.1.1\""
             elif code in _BAD_CLIENT_ID:
@@ -191,7 +234,9 @@ class Connector:
             return MQTTConnectionError(f"cannot resolve the MQTT host {cfg.host!r}: {cause.strerror}")
         if isinstance(cause, (TimeoutError, socket.timeout)) or "timed out" in str(exc):
             tls = "" if cfg.tls else "; if it is a TLS port, set mqtt.tls = true"
-            return MQTTConnectionError(f"no answer from {where} within {cfg.connect_timeout_s:g}s{tls}")
+            return MQTTConnectionError(
+                f"no answer from {where} within {cfg.connect_timeout_s:g}s{tls}", no_connack=True
+            )
         if isinstance(cause, OSError):
             return MQTTConnectionError(f"cannot reach {where}: {cause.strerror or cause}")
         return MQTTConnectionError(f"{where}: {exc}")

@@ -53,15 +53,17 @@ class Outbox:
 
     def put(self, msg: OutMessage) -> None:
         """Queue ``msg`` at the tail; if full, drop the oldest droppable message. Never blocks."""
+        previous_state = self._newest_state
+        if msg.type == STATE:
+            self._newest_state = msg  # so the state it supersedes may be dropped to make room
         if len(self._q) >= self.maxsize:
             victim = self._victim()
             if victim is None:  # everything queued is protected: the newcomer goes
+                self._newest_state = previous_state
                 self._count_drop(msg)
                 return
             del self._q[victim]
         self._q.append(msg)
-        if msg.type == STATE:
-            self._newest_state = msg
         self._nonempty.set()
 
     def push_front(self, msg: OutMessage) -> None:
@@ -84,14 +86,16 @@ class Outbox:
         self._locked = None
         if msg is self._newest_state:
             self._newest_state = None
-        if not self._q:
-            self._nonempty.clear()
 
     async def wait(self) -> None:
-        """Return when a message is waiting."""
-        while not self._q:
-            self._nonempty.clear()
+        """Return when a message is waiting or :meth:`wake` was called."""
+        if not self._q:
             await self._nonempty.wait()
+        self._nonempty.clear()
+
+    def wake(self) -> None:
+        """Make a pending :meth:`wait` return (the bridge is closing, or has other work)."""
+        self._nonempty.set()
 
     def take_drop_report(self) -> DropReport | None:
         """Drops not yet reported (and forget them), or ``None``."""

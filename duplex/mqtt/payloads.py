@@ -262,11 +262,13 @@ def parse_command(payload: bytes) -> Command:
         raise CommandError("command is not UTF-8 text") from None
     if not text:
         raise CommandError(f"empty command (known: {_KNOWN})")
-    if text.startswith("{"):
+    if text.startswith(("{", "[")):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CommandError(f"command is not valid JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(data, dict):
+            raise CommandError('a JSON command must be an object, e.g. {"command": "mute"}')
         validate("command", data, CommandError)
         return Command(CommandName(data["command"]), data.get("text", ""), data.get("reason", ""))
     word, _, rest = text.partition(" ")

@@ -1,0 +1,5 @@
+import sys
+
+from duplex.mqtt.cli import main
+
+sys.exit(main())
