@@ -156,6 +156,9 @@ class EngineConfig:
     (compute is instantaneous there); lets replays model a slower machine."""
     max_pending_audio_s: float = 30.0
     """Bound on synthesised audio queued for playback."""
+    speculative: bool = True
+    """Start the reply as soon as the user goes quiet and hold its audio until the end of
+    turn is decided (dropped if the user goes on): the compute overlaps the decision."""
     mic_queue_frames: int = 64
     """Bound on microphone frames waiting for the loop (2 s); more are dropped and counted."""
 

@@ -175,6 +175,8 @@ class Engine:
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-llm")
         self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-tts")
         self._reply: Reply | None = None
+        self._spec: Reply | None = None
+        """A speculative reply started when the user went quiet, held until end of turn."""
         self._turn = 0
         self._timing: _TurnTiming | None = None
         self._state = AgentState.LISTENING
@@ -240,6 +242,7 @@ class Engine:
                 if not self.live:
                     await self._drain()
         finally:
+            await self._drop_speculation()
             if self._reply is not None and not self._reply.finished:
                 await self._end_reply(interrupted=True)
             dropped = int(getattr(self.source, "dropped", 0))
@@ -354,6 +357,8 @@ class Engine:
     # --- listener events ------------------------------------------------------------------
 
     async def _on_listener(self, lf: ListenerFrame, t: float) -> None:
+        if lf.started and self._spec is not None:
+            await self._drop_speculation()
         if lf.started:
             onset = t - lf.speech_run
             speaking = self._agent_speaking()
@@ -381,6 +386,8 @@ class Engine:
             self._on_final(lf.utterance, lf.final or "", lf.asr_compute, t)
             if self._utt_owner.get(lf.utterance) == "overlap" and not self._overlap_decided:
                 self._overlap_decided = True  # the policy gets one more frame to call it
+            if self._user_turn_open and self._reply is None and self.cfg.engine.speculative:
+                await self._speculate(t)
 
     def _on_final(self, utterance: int, text: str, compute: float, t: float) -> None:
         self._emit(ASRFinal(t, text=text, utterance=utterance, compute=round(compute, 6)))
@@ -420,6 +427,23 @@ class Engine:
         elif d is Decision.BACKCHANNEL_OPPORTUNITY and self._user_turn_open and not x.user_speaking:
             self._agent_backchannel(t)
 
+    async def _speculate(self, t: float) -> None:
+        """The user went quiet: start the reply now, hold its audio until end of turn."""
+        text = " ".join(self._turn_texts).strip()
+        if not text:
+            return
+        if self._spec is not None:
+            if self._spec.user_text == text:
+                return
+            await self._drop_speculation()
+        self._spec = self._new_reply(self.history.preview(text), None, gated=True, user_text=text)
+        self._spec.start()
+
+    async def _drop_speculation(self) -> None:
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            await spec.cancel()
+
     async def _end_of_turn(self, t: float, lf: ListenerFrame) -> None:
         asr_compute = self._last_asr_compute
         if self.listener.seg.speaking:
@@ -438,15 +462,22 @@ class Engine:
             return
         self.history.add_user(text)
         self._timing = _TurnTiming(self._speech_end_t, t, asr_compute, PerfTimer.now())
+        spec, self._spec = self._spec, None
+        if spec is not None and spec.user_text == text and not spec.cancelled:
+            self._turn += 1
+            self.stats.turns += 1
+            self._reply = spec
+            spec.confirm(t)
+            self._emit(AgentTurnStarted(t, turn=spec.turn, prompt=text))
+            return
+        if spec is not None:
+            await spec.cancel()
         await self._start_reply(messages=self.history.messages())
 
-    async def _start_reply(self, messages: list[dict[str, str]] | None = None, fixed_text: str | None = None) -> None:
-        self._turn += 1
-        self.stats.turns += 1
-        if fixed_text is not None:
-            self._timing = _TurnTiming(self.clock.now(), self.clock.now(), 0.0, PerfTimer.now())
-        reply = Reply(
-            self._turn,
+    def _new_reply(self, messages: list[dict[str, str]], fixed_text: str | None, gated: bool = False,
+                   user_text: str = "") -> Reply:
+        return Reply(
+            self._turn + 1,
             llm=self.models.llm,
             tts=self.models.tts,
             messages=messages or [],
@@ -457,7 +488,18 @@ class Engine:
             llm_pool=self._llm_pool,
             tts_pool=self._tts_pool,
             first_chunk_min_words=self.cfg.tts.first_chunk_min_words,
+            gated=gated,
+            user_text=user_text,
         )
+
+    async def _start_reply(self, messages: list[dict[str, str]] | None = None, fixed_text: str | None = None) -> None:
+        if self._spec is not None:
+            await self._drop_speculation()
+        if fixed_text is not None:
+            self._timing = _TurnTiming(self.clock.now(), self.clock.now(), 0.0, PerfTimer.now())
+        reply = self._new_reply(messages or [], fixed_text)
+        self._turn += 1
+        self.stats.turns += 1
         self._reply = reply
         prompt = messages[-1]["content"] if messages else (fixed_text or "")
         self._emit(AgentTurnStarted(self.clock.now(), turn=self._turn, prompt=prompt))
@@ -527,9 +569,10 @@ class Engine:
             if self.live:
                 v2v = first_played_t - tm.speech_end_t
             elif reply.first_audio_wall is not None:
-                # Lockstep: compute took no session time, so add the real compute to the
-                # decision delay: what a live run on this machine would have waited.
-                v2v = (tm.eot_t - tm.speech_end_t) + (reply.first_audio_wall - tm.eot_wall)
+                # Lockstep: compute took no session time, so add the real compute still
+                # outstanding at the decision (none if a speculative reply was ready):
+                # what a live run on this machine would have waited.
+                v2v = (tm.eot_t - tm.speech_end_t) + max(0.0, reply.first_audio_wall - tm.eot_wall)
         lat = TurnLatency(
             self.clock.now(), turn=reply.turn, end_of_turn=round(tm.eot_t - tm.speech_end_t, 6),
             asr_final=round(tm.asr_final, 6),

@@ -42,6 +42,15 @@ class History:
     def add_agent(self, heard: str, interrupted: bool = False) -> None:
         self.turns.append(Turn("assistant", heard.strip(), interrupted))
 
+    def preview(self, user_text: str) -> list[dict[str, str]]:
+        """The messages as they will be once ``user_text`` is added (history unchanged)."""
+        saved = list(self.turns)
+        self.add_user(user_text)
+        try:
+            return self.messages()
+        finally:
+            self.turns = saved
+
     def messages(self, extra_system: str = "") -> list[dict[str, str]]:
         system = self.system_prompt + (" " + extra_system if extra_system else "")
         last_agent = next((t for t in reversed(self.turns) if t.role == "assistant"), None)

@@ -45,6 +45,8 @@ class Reply:
         llm_pool: Executor,
         tts_pool: Executor,
         first_chunk_min_words: int = 2,
+        gated: bool = False,
+        user_text: str = "",
     ) -> None:
         self.turn = turn
         self.llm = llm
@@ -73,6 +75,11 @@ class Reply:
         self.error: str | None = None
         self._chunks = 0
         self.task: asyncio.Task[None] | None = None
+        self.gated = gated
+        """A speculative reply: computed while the user may still go on, its audio held
+        back until :meth:`confirm` (end of turn) or dropped by :meth:`cancel`."""
+        self.user_text = user_text
+        self._held: list[Segment] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -97,9 +104,18 @@ class Reply:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
+    def confirm(self, clock_now: float) -> None:
+        """The end of turn came and the prompt still holds: release the held audio."""
+        self.gated = False
+        self.started_t = clock_now
+        for seg in self._held:
+            self.player.enqueue(seg)
+        self._held.clear()
+        self.audio_event.set()
+
     async def wait_audio(self) -> None:
         """Wait until this reply queued more audio or finished producing (lockstep mode)."""
-        while not self.player.busy and not self.produced_all and not self.cancelled:
+        while not self.gated and not self.player.busy and not self.produced_all and not self.cancelled:
             self.audio_event.clear()
             await self.audio_event.wait()
 
@@ -180,9 +196,13 @@ class Reply:
             return
         if self.first_audio_wall is None:
             self.first_audio_wall = PerfTimer.now()
+        seg = Segment(self.turn, audio, text, word_timing(text, audio))
+        if self.gated:
+            self._held.append(seg)
+            return
         while not self.player.has_room():
             await asyncio.sleep(0.01)
-        self.player.enqueue(Segment(self.turn, audio, text, word_timing(text, audio)))
+        self.player.enqueue(seg)
         self.audio_event.set()
 
     # --- accounting ------------------------------------------------------------------------

