@@ -64,6 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("give --input USER.wav or --simulate SCRIPT.toml")
     if args.input:
         make_source(args.input, None, None, False)  # fail fast on a bad file, before loading models
+    if args.simulate:
+        from duplex.simuser import load_script
+
+        load_script(args.simulate)
     out = _session_dir(args, cfg, "run")
     print(f"duplex: loading models ({cfg.asr.backend}, {cfg.llm.backend}, {cfg.tts.backend}, policy {cfg.policy.name})...",
           file=sys.stderr)
