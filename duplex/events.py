@@ -324,3 +324,20 @@ def event_from_dict(d: dict[str, Any]) -> Event:
 
 __all__ = [name for name in dir() if not name.startswith("_")]
 _ = field  # re-exported for subclasses in other modules
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageDetected(ControlEvent):
+    """The recogniser's language for the utterance just finished (ISO 639-1, e.g. ``es``).
+
+    Emitted when it differs from the previous turn's; the reply follows it
+    (see :mod:`duplex.stages.multilingual`).
+    """
+
+    language: str = ""
+    probability: float = 0.0
+
+
+# Defined after the first registration pass above: register it and export it too.
+EVENT_TYPES["language_detected"] = LanguageDetected
+__all__.append("LanguageDetected")

@@ -299,3 +299,10 @@ def models_main(cfg: Config) -> int:
     if missing:
         print(f"missing: {', '.join(missing)}. Nothing is downloaded at run time; see docs/backends.md.")
     return 1 if missing else 0
+
+
+def cli_main(args: object) -> int:
+    """``duplex models [--config ...]``: the CLI entry (``duplex.cli`` wires it lazily)."""
+    from duplex.cli import load_cfg
+
+    return models_main(load_cfg(args))

@@ -1,0 +1,132 @@
+"""Replying in the user's language: the prompt instruction and a matching voice.
+
+When the recogniser reports a language (``asr.language`` after ``finish()``), the engine
+adds :func:`reply_language_instruction` to the system prompt and asks
+:func:`voice_for_language` for a voice. A voice comes, in order, from ``tts.voices``
+(``"es=ef_dora,de=/voices/de_DE-thorsten-medium.onnx"``), from Kokoro's own voices
+(en, en-gb, es, fr, hi, it, pt-br, ja, zh: see :mod:`duplex.stages.kokoro_tts`), or, for
+piper, from the language written in the voice's ``.onnx.json``. Otherwise the reply is
+spoken in the default voice and the caller gets a notice to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+
+from duplex.config import TTSConfig
+from duplex.errors import ModelError
+from duplex.resources import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+LANGUAGE_NAMES = {
+    "en": "English", "zh": "Chinese", "de": "German", "es": "Spanish", "ru": "Russian", "ko": "Korean",
+    "fr": "French", "ja": "Japanese", "pt": "Portuguese", "tr": "Turkish", "pl": "Polish", "ca": "Catalan",
+    "nl": "Dutch", "ar": "Arabic", "sv": "Swedish", "it": "Italian", "id": "Indonesian", "hi": "Hindi",
+    "fi": "Finnish", "vi": "Vietnamese", "he": "Hebrew", "uk": "Ukrainian", "el": "Greek", "ms": "Malay",
+    "cs": "Czech", "ro": "Romanian", "da": "Danish", "hu": "Hungarian", "ta": "Tamil", "no": "Norwegian",
+    "th": "Thai", "ur": "Urdu", "hr": "Croatian", "bg": "Bulgarian", "lt": "Lithuanian", "la": "Latin",
+    "mi": "Maori", "ml": "Malayalam", "cy": "Welsh", "sk": "Slovak", "te": "Telugu", "fa": "Persian",
+    "lv": "Latvian", "bn": "Bengali", "sr": "Serbian", "az": "Azerbaijani", "sl": "Slovenian",
+    "kn": "Kannada", "et": "Estonian", "mk": "Macedonian", "br": "Breton", "eu": "Basque",
+    "is": "Icelandic", "hy": "Armenian", "ne": "Nepali", "mn": "Mongolian", "bs": "Bosnian",
+    "kk": "Kazakh", "sq": "Albanian", "sw": "Swahili", "gl": "Galician", "mr": "Marathi",
+    "pa": "Punjabi", "si": "Sinhala", "km": "Khmer", "sn": "Shona", "yo": "Yoruba", "so": "Somali",
+    "af": "Afrikaans", "oc": "Occitan", "ka": "Georgian", "be": "Belarusian", "tg": "Tajik",
+    "sd": "Sindhi", "gu": "Gujarati", "am": "Amharic", "yi": "Yiddish", "lo": "Lao", "uz": "Uzbek",
+    "fo": "Faroese", "ht": "Haitian Creole", "ps": "Pashto", "tk": "Turkmen", "nn": "Nynorsk",
+    "mt": "Maltese", "sa": "Sanskrit", "lb": "Luxembourgish", "my": "Myanmar", "bo": "Tibetan",
+    "tl": "Tagalog", "mg": "Malagasy", "as": "Assamese", "tt": "Tatar", "haw": "Hawaiian",
+    "ln": "Lingala", "ha": "Hausa", "ba": "Bashkir", "jw": "Javanese", "su": "Sundanese",
+    "yue": "Cantonese",
+}
+"""Whisper's language codes and their English names."""
+
+
+def base_language(lang: str | None) -> str:
+    """``en_US``, ``en-us`` or ``EN`` → ``en``."""
+    return (lang or "").replace("_", "-").split("-")[0].lower()
+
+
+def language_name(lang: str) -> str:
+    return LANGUAGE_NAMES.get(base_language(lang), lang)
+
+
+def reply_language_instruction(lang: str | None) -> str:
+    """Text to append to the system prompt so the reply comes in ``lang`` ("" for no language)."""
+    if not lang:
+        return ""
+    name = language_name(lang)
+    return f"The user speaks {name}. Always answer in {name}."
+
+
+def parse_voices(spec: str) -> dict[str, str]:
+    """``"es=ef_dora, de=/v/de.onnx"`` → ``{"es": "ef_dora", "de": "/v/de.onnx"}``."""
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        if "=" in item:
+            lang, _, voice = item.partition("=")
+            if lang.strip() and voice.strip():
+                out[lang.strip().lower()] = voice.strip()
+    return out
+
+
+def piper_voice_language(voice: str) -> str | None:
+    """The language a piper voice speaks, from its ``.onnx.json`` (``None`` if unreadable)."""
+    try:
+        path = resolve_model_path(voice)
+        meta = json.loads(path.with_suffix(path.suffix + ".json").read_text(encoding="utf-8"))
+    except (ModelError, OSError, ValueError):
+        return None
+    lang = meta.get("language") or {}
+    code = lang.get("code") if isinstance(lang, dict) else None
+    code = code or meta.get("espeak", {}).get("voice")
+    return base_language(code) if code else None
+
+
+def current_language(cfg: TTSConfig) -> str:
+    """The language the configured voice speaks."""
+    if cfg.backend == "piper":
+        return piper_voice_language(cfg.voice) or base_language(cfg.language)
+    return base_language(cfg.language)
+
+
+def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig | None, str | None]:
+    """A TTS config that speaks ``lang``, or ``(None, notice)`` to keep the default voice.
+
+    Returns ``(tts_cfg, None)`` unchanged when the configured voice already speaks it.
+    """
+    base = base_language(lang)
+    if not base or base == current_language(tts_cfg):
+        return tts_cfg, None
+    name = language_name(base)
+    voices = parse_voices(tts_cfg.voices)
+    voice = voices.get((lang or "").lower()) or voices.get(base)
+    if voice:
+        language = base if tts_cfg.backend != "kokoro" or base in _kokoro_languages() else tts_cfg.language
+        return dataclasses.replace(tts_cfg, voice=voice, language=language), None
+    if tts_cfg.backend == "kokoro":
+        from duplex.stages.kokoro_tts import _EXTRA_G2P, KOKORO_LANGUAGES
+
+        if base in KOKORO_LANGUAGES:
+            code, default_voice = KOKORO_LANGUAGES[base]
+            if code in _EXTRA_G2P and importlib.util.find_spec(_EXTRA_G2P[code][0]) is None:
+                return None, (
+                    f"Kokoro's {name} voice needs pip install '{_EXTRA_G2P[code][1]}'; "
+                    "replying in the default voice"
+                )
+            return dataclasses.replace(tts_cfg, voice=default_voice, language=base), None
+        return None, f"Kokoro has no {name} voice; replying in {name} with the default voice"
+    return None, (
+        f"no {name} voice configured: add tts.voices = \"{base}=/path/to/voice.onnx\"; "
+        "replying with the default voice"
+    )
+
+
+def _kokoro_languages() -> set[str]:
+    from duplex.stages.kokoro_tts import KOKORO_LANGUAGES
+
+    return set(KOKORO_LANGUAGES)
