@@ -75,6 +75,9 @@ from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
 log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+SPECULATE_AFTER_S = 0.096
+"""Silence after which a speculative reply starts on the latest partial (before the VAD
+hangover ends the run); the final transcript must match it at end of turn."""
 DRAIN_LIMIT_S = 30.0
 """After the input ends, keep ticking silence at most this long for the agent to finish."""
 
@@ -303,6 +306,9 @@ class Engine:
             self.clock.set((i + 1) * FRAME_S)
         t = self.clock.now()
         await self._on_listener(lf, t)
+        if self.cfg.engine.speculative and self._user_turn_open and self._reply is None:
+            if lf.ended or (lf.user_speaking and lf.silence >= SPECULATE_AFTER_S and lf.partial):
+                await self._speculate(lf)
 
         agent_speaking = self._agent_speaking()
         x = PolicyInput(
@@ -386,8 +392,7 @@ class Engine:
             self._on_final(lf.utterance, lf.final or "", lf.asr_compute, t)
             if self._utt_owner.get(lf.utterance) == "overlap" and not self._overlap_decided:
                 self._overlap_decided = True  # the policy gets one more frame to call it
-            if self._user_turn_open and self._reply is None and self.cfg.engine.speculative:
-                await self._speculate(t)
+
 
     def _on_final(self, utterance: int, text: str, compute: float, t: float) -> None:
         self._emit(ASRFinal(t, text=text, utterance=utterance, compute=round(compute, 6)))
@@ -427,9 +432,10 @@ class Engine:
         elif d is Decision.BACKCHANNEL_OPPORTUNITY and self._user_turn_open and not x.user_speaking:
             self._agent_backchannel(t)
 
-    async def _speculate(self, t: float) -> None:
+    async def _speculate(self, lf: ListenerFrame) -> None:
         """The user went quiet: start the reply now, hold its audio until end of turn."""
-        text = " ".join(self._turn_texts).strip()
+        parts = self._turn_texts + ([lf.partial] if lf.user_speaking and lf.partial else [])
+        text = " ".join(parts).strip()
         if not text:
             return
         if self._spec is not None:
