@@ -312,6 +312,23 @@ async def test_last_will_marks_device_offline_when_the_connection_dies(mosquitto
             assert bridge.stats.reconnects == 1
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts open files in /proc/self/fd")
+async def test_a_broker_that_never_answers_costs_no_file_descriptors():
+    import socket
+
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # TCP handshakes complete, CONNACK never comes
+        cfg = broker_config(hole.getsockname()[1], connect_timeout_s=0.2, reconnect_max_s=0.05)
+        before = len(os.listdir("/proc/self/fd"))
+        async with MQTTBridge(cfg, "session-15") as bridge:  # startup goes on: events queue
+            assert not bridge.stats.connected
+            await asyncio.sleep(1.5)  # several more attempts
+            assert "no answer from MQTT broker" in (bridge.stats.last_error or "")
+            during = len(os.listdir("/proc/self/fd"))
+    assert during - before <= 2, f"{during - before} descriptors leaked over the retries"
+
+
 # --- TLS and passwords -----------------------------------------------------------------------------
 
 

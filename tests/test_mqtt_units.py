@@ -229,8 +229,8 @@ def test_command_value_object_validates_itself():
 # --- outbox ------------------------------------------------------------------------------------------
 
 
-def msg(i: int, type_: str = "backchannel", ts: str | None = None) -> OutMessage:
-    return OutMessage(f"t/{type_}", type_, {"i": i}, float(i), ts or f"2025-01-01T00:00:{i:02d}.000Z")
+def msg(i: int, type_: str = "backchannel") -> OutMessage:
+    return OutMessage(f"t/{type_}", type_, {"i": i}, float(i), datetime(2025, 1, 1, 0, 0, i, tzinfo=timezone.utc))
 
 
 def drain(box: Outbox) -> list[OutMessage]:

@@ -171,6 +171,7 @@ class MQTTBridge:
         try:
             await asyncio.wait_for(asyncio.shield(self._first), self.cfg.connect_timeout_s + 1.0)
         except TimeoutError:
+            self._first.cancel()  # nobody waits any more: later failures are only logged
             log.warning("still connecting to %s; events are queued meanwhile", self._connector.where)
         except MQTTError:
             await self._stop_task()

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from duplex.config import ConfigError, load_config, parse_override
+from duplex.config import load_config, parse_override
 from duplex.errors import DuplexError
 from duplex.mqtt.broker import EmbeddedBroker, run_broker
 from duplex.mqtt.tail import tail
@@ -68,7 +68,7 @@ def tail_main(args: argparse.Namespace | None = None, **kwargs: Any) -> int:
         )
     except KeyboardInterrupt:
         return 0
-    except (DuplexError, ConfigError) as exc:
+    except DuplexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,17 @@ _NOT_AUTHORISED = {5, 0x87}
 _PERMANENT = _UNSUPPORTED_PROTOCOL | _BAD_CLIENT_ID | _BAD_CREDENTIALS | _NOT_AUTHORISED | {0x8A, 0x8C}
 
 
+class _PahoLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """paho logs every dropped connection at ERROR; the bridge already reports those in one
+    actionable line, so paho's own messages go to DEBUG (``duplex --debug`` shows them)."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        super().log(min(level, logging.DEBUG), msg, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_PAHO_LOG = _PahoLog(logging.getLogger("duplex.mqtt.paho"), {})
+
+
 class MQTTConnectionError(MQTTError):
     """A connection attempt failed; ``permanent`` when retrying cannot help."""
 
@@ -134,7 +145,7 @@ class Connector:
             keepalive=self.cfg.keepalive_s,
             timeout=self.cfg.connect_timeout_s,
             tls_context=self.tls,
-            logger=logging.getLogger("duplex.mqtt.paho"),
+            logger=_PAHO_LOG,  # type: ignore[arg-type]
         )
 
     @contextlib.asynccontextmanager
@@ -144,10 +155,11 @@ class Connector:
         try:
             await client.__aenter__()
         except BaseException:
-            # aiomqtt leaves the socket open when CONNACK never comes; close it, or every
-            # retry leaks a file descriptor (paho's disconnect() closes it; _client is its handle).
+            # aiomqtt leaves the socket open when CONNACK never comes (or is negative): close
+            # it, or every retry leaks a file descriptor. paho's _sock_close also unhooks the
+            # socket from the event loop; there is no public way to do this on either side.
             with contextlib.suppress(Exception):
-                client._client.disconnect()  # noqa: SLF001
+                client._client._sock_close()  # noqa: SLF001
             raise
         self._trying_311 = False  # whatever protocol worked, keep it
         try:

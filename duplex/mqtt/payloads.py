@@ -89,9 +89,14 @@ class OutMessage:
     body: Mapping[str, Any]
     t: float
     """Session clock of the event, seconds."""
-    ts: str
-    """Wall clock of the event (ISO 8601, UTC)."""
+    wall: datetime
+    """Wall clock of the event (formatted only when sent: on_event stays cheap)."""
     retain: bool = False
+
+    @property
+    def ts(self) -> str:
+        """The wall clock as ISO 8601, UTC, milliseconds."""
+        return iso(self.wall)
 
     def envelope(self, session: str, device: str, seq: int) -> dict[str, Any]:
         return {
@@ -124,6 +129,7 @@ class EventMapper:
     def __init__(self, topics: Topics, wall: WallClock = utc_now) -> None:
         self.topics = topics
         self._wall = wall
+        self._event_topics = {t: topics.event(t) for t in EVENT_TYPES}
         self._state = AgentState.LISTENING
         self._muted = False
         self._published: tuple[str, bool] | None = None
@@ -136,15 +142,12 @@ class EventMapper:
         return ("muted" if self._muted else self._state.value, self._muted)
 
     def event(self, type_: str, t: float, **body: Any) -> OutMessage:
-        assert type_ in EVENT_TYPES, type_
-        return OutMessage(self.topics.event(type_), type_, body, t, iso(self._wall()))
+        return OutMessage(self._event_topics[type_], type_, body, t, self._wall())
 
     def state_message(self, t: float) -> OutMessage:
         state, muted = self.state
         self._published = (state, muted)
-        return OutMessage(
-            self.topics.state, STATE, {"state": state, "muted": muted}, t, iso(self._wall()), retain=True
-        )
+        return OutMessage(self.topics.state, STATE, {"state": state, "muted": muted}, t, self._wall(), retain=True)
 
     def error(self, t: float, message: str, *, source: str, stage: str = "", command: str = "") -> OutMessage:
         body: dict[str, Any] = {"source": source, "message": message}
