@@ -1,0 +1,83 @@
+"""Tiny terminal charts: sparklines with a threshold line, and per-turn bars.
+
+Pure functions from numbers to :class:`rich.text.Text`, so they can be tested without
+an app. A chart ``height`` rows tall has ``8 * height`` levels (the eighth blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+THRESHOLD_CHAR = "╌"
+
+
+def bucket_max(points: Sequence[tuple[float, float]], end: float, seconds: float, width: int) -> list[float | None]:
+    """``width`` columns over ``(end - seconds, end]``: each the max of its points, or None."""
+    cols: list[float | None] = [None] * width
+    if width <= 0:
+        return cols
+    start = end - seconds
+    step = seconds / width
+    for t, v in points:
+        i = int((t - start) / step)
+        if i == width:
+            i -= 1  # t == end
+        if 0 <= i < width:
+            cur = cols[i]
+            cols[i] = v if cur is None or v > cur else cur
+    return cols
+
+
+def _fill(v: float, lo: float, hi: float, height: int) -> float:
+    return max(0.0, min(1.0, (v - lo) / (hi - lo))) * 8 * height
+
+
+def spark(
+    cols: Sequence[float | None],
+    *,
+    lo: float,
+    hi: float,
+    height: int = 2,
+    threshold: float | None = None,
+    style: str = "green",
+    hot_style: str = "bold red",
+    line_style: str = "yellow",
+) -> Text:
+    """A ``height``-row sparkline; columns at or above ``threshold`` use ``hot_style``
+    and the threshold is drawn as a dashed line through the empty cells of its row."""
+    thr_row = -1
+    if threshold is not None and hi > lo:
+        level = _fill(threshold, lo, hi, height)
+        thr_row = min(height - 1, int(level // 8))
+    out = Text(no_wrap=True, overflow="crop")
+    for r in range(height - 1, -1, -1):  # top row first
+        for v in cols:
+            if v is None:
+                out.append(THRESHOLD_CHAR if r == thr_row else " ", line_style if r == thr_row else "")
+                continue
+            n = int(round(min(8.0, max(0.0, _fill(v, lo, hi, height) - 8 * r))))
+            if n == 0:
+                out.append(THRESHOLD_CHAR if r == thr_row else " ", line_style if r == thr_row else "")
+            else:
+                hot = threshold is not None and v >= threshold
+                out.append(BLOCKS[n], hot_style if hot else style)
+        if r:
+            out.append("\n")
+    return out
+
+
+def bars(values: Sequence[float], *, height: int = 3, width: int = 40, style: str = "cyan",
+         top: float | None = None, bar_width: int = 2) -> Text:
+    """A bar ``bar_width`` cells wide per value (as many of the latest as fit in ``width``,
+    one blank between bars), scaled to ``top`` (default: the max)."""
+    per = bar_width + 1
+    vals = list(values)[-max(1, width // per):]
+    hi = top if top is not None else (max(vals) if vals else 1.0)
+    hi = hi if hi > 0 else 1.0
+    cols: list[float | None] = []
+    for v in vals:
+        cols += [v] * bar_width + [None]
+    return spark(cols[:-1], lo=0.0, hi=hi, height=height, style=style)

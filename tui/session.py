@@ -1,0 +1,312 @@
+"""What the app drives: a conversation it can start, watch and steer.
+
+The app only needs the :class:`Session` protocol: ``run(publish)`` runs the conversation
+on the app's own event loop and calls ``publish`` for every event (synchronously, on
+that loop: it must not block), and a handful of controls for the keys.
+
+* :class:`LiveSession` — the real thing: :func:`duplex.app.run_conversation` on loaded
+  models (microphone, a paced WAV, a scripted user, or a replay source), with a
+  pausable recording.
+* :class:`EventFeed` — a prepared list of events (tests, the benchmark, a recorded
+  ``events.jsonl``), optionally paced; the controls only log what they were asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from duplex.bus import EventBus
+from duplex.events import Event, Notice, SessionEnded, StageError, event_from_dict
+
+if TYPE_CHECKING:
+    from duplex.audio.sink import AudioSink
+    from duplex.audio.source import AudioSource
+    from duplex.config import Config
+    from duplex.engine import Engine, Models
+    from duplex.session.recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("rules", "predictor", "smart-turn")
+Publish = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the state bar shows that no event carries."""
+
+    title: str = "duplex"
+    source: str = ""
+    profile: str = "default"
+    asr: str = ""
+    llm: str = ""
+    tts: str = ""
+    policy: str = "rules"
+    recording: bool | None = None
+    """On or off; ``None`` when this session is not recorded at all (``--no-record``)."""
+    session_dir: Path | None = None
+    mqtt: bool = False
+    """MQTT enabled in the profile (the connection state comes from the bridge)."""
+    vad_threshold: float = 0.5
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, title: str = "duplex", source: str = "",
+                    session_dir: Path | None = None) -> SessionInfo:
+        def short(path: str) -> str:
+            return Path(path.split(":", 1)[-1]).stem if path else ""
+
+        llm = cfg.llm.url if cfg.llm.backend == "openai" else short(cfg.llm.model)
+        asr = short(cfg.asr.model) or "en-us"
+        return cls(
+            title=title, source=source, profile=cfg.name,
+            asr=f"{cfg.asr.backend} {asr}", llm=f"{cfg.llm.backend} {llm}",
+            tts=f"{cfg.tts.backend} {short(cfg.tts.voice) if cfg.tts.backend == 'piper' else cfg.tts.voice}",
+            policy=cfg.policy.name, recording=True if session_dir is not None else None,
+            session_dir=session_dir, mqtt=cfg.mqtt.enabled, vad_threshold=cfg.vad.threshold,
+        )
+
+
+class Session(Protocol):
+    info: SessionInfo
+
+    async def run(self, publish: Publish) -> None:
+        """Run the conversation to its end, publishing every event (on the caller's loop)."""
+        ...
+
+    def set_muted(self, muted: bool) -> None: ...
+    def set_recording(self, on: bool) -> bool:
+        """Pause or resume recording; returns the new state (unchanged if not recorded)."""
+        ...
+    async def set_policy(self, name: str) -> None:
+        """Switch the turn policy; raises :class:`duplex.errors.PolicyError` if it cannot load."""
+        ...
+    def thresholds(self) -> dict[str, float]:
+        """The active policy's decision thresholds per class probability."""
+        ...
+    def mqtt_connected(self) -> bool | None:
+        """``None`` when MQTT is off or its state is unknown."""
+        ...
+    def end(self, reason: str = "ended by the user") -> None: ...
+
+
+def policy_thresholds(policy: object) -> dict[str, float]:
+    """Decision thresholds of a policy, by class name.
+
+    A policy may say so itself (a ``thresholds`` mapping); the predictor keeps them as
+    ``thr_*`` attributes; the rule policies publish 0/1 decision pulses, for which 0.5
+    marks "decided". Any class without a threshold is drawn against 0.5.
+    """
+    th = getattr(policy, "thresholds", None)
+    if isinstance(th, Mapping):
+        return {str(k): float(v) for k, v in th.items()}
+    attrs = {"barge_in": "thr_barge", "backchannel": "thr_bc", "end_of_turn": "thr_eot",
+             "backchannel_opportunity": "thr_bco"}
+    out = {k: float(getattr(policy, a)) for k, a in attrs.items() if isinstance(getattr(policy, a, None), float)}
+    return out or {"barge_in": 0.5, "end_of_turn": 0.5}
+
+
+class RecordingGate:
+    """A :class:`~duplex.session.recorder.Recorder` the UI can pause.
+
+    While paused nothing of the conversation is kept: the audio taps write silence (so
+    ``mic.wav`` and ``agent.wav`` stay aligned with the session clock and with the events
+    around the gap) and events are not written, except notices, errors and the end. The
+    pause and the resume are themselves notices in ``events.jsonl``, so the gap is visible
+    to anyone reading or replaying the session.
+    """
+
+    KEPT_WHILE_PAUSED = (Notice, StageError, SessionEnded)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.paused = False
+
+    def on_event(self, ev: Event) -> None:
+        if not self.paused or isinstance(ev, self.KEPT_WHILE_PAUSED):
+            self.recorder.on_event(ev)
+
+    def on_audio(self, t: float, mic: np.ndarray, played: np.ndarray) -> None:
+        if self.paused:
+            mic, played = np.zeros_like(mic), np.zeros_like(played)
+        self.recorder.on_audio(t, mic, played)
+
+
+class LiveSession:
+    """A real conversation (:func:`duplex.app.run_conversation`) that the UI can steer.
+
+    Args:
+        cfg: the validated profile.
+        models: loaded models (loading is the caller's job, before the app starts).
+        source: the user's audio: :class:`~duplex.audio.source.MicSource`, a paced
+            :class:`~duplex.audio.source.WavSource`, a :class:`~duplex.simuser.SimulatedUser`,
+            or a replay source.
+        session_dir: record the session here (``None``: not recorded).
+        sink: where the agent's audio goes (default: nowhere; the recording keeps it).
+        title: the app's title.
+    """
+
+    def __init__(self, cfg: Config, models: Models, source: AudioSource, session_dir: Path | None = None,
+                 *, sink: AudioSink | None = None, title: str = "duplex") -> None:
+        self.cfg = cfg
+        self.models = models
+        self.source = source
+        self.sink = sink
+        self.session_dir = Path(session_dir) if session_dir is not None else None
+        self.info = SessionInfo.from_config(cfg, title=title, source=getattr(source, "name", ""),
+                                            session_dir=self.session_dir)
+        self.engine: Engine | None = None
+        self.bridge: Any = None
+        self.gate: RecordingGate | None = None
+        self.result: Any = None
+        self._muted = False
+
+    async def run(self, publish: Publish) -> None:
+        from duplex.app import run_conversation
+
+        bus = EventBus()
+        subscribers: list[Publish] = [publish]
+        recorder = None
+        if self.session_dir is not None:
+            from duplex.session.recorder import Recorder
+
+            recorder = Recorder(self.session_dir, self.cfg, source=self.info.source)
+            self.gate = RecordingGate(recorder)
+            subscribers.append(self.gate.on_event)
+        extra: dict[str, Any] = {}
+        if "on_bridge" in inspect.signature(run_conversation).parameters:
+            extra["on_bridge"] = self._on_bridge
+        try:
+            self.result = await run_conversation(
+                self.cfg, self.models, self.source, session_dir=None, sink=self.sink, bus=bus,
+                subscribers=subscribers, keep_events=False, on_engine=self._on_engine, **extra,
+            )
+        finally:
+            if recorder is not None:
+                st = self.engine.stats if self.engine is not None else None
+                recorder.close(summary=None if st is None else {
+                    "turns": st.turns, "barge_ins": st.barge_ins, "backchannels": st.backchannels})
+
+    def _on_engine(self, engine: Engine) -> None:
+        self.engine = engine
+        if self.gate is not None:
+            engine.add_tap(self.gate.on_audio)
+        if self._muted:
+            engine.set_muted(True)
+
+    def _on_bridge(self, bridge: Any) -> None:
+        self.bridge = bridge
+
+    # --- controls --------------------------------------------------------------------------
+
+    def set_muted(self, muted: bool) -> None:
+        self._muted = muted
+        if self.engine is not None:
+            self.engine.set_muted(muted)
+
+    def set_recording(self, on: bool) -> bool:
+        gate = self.gate
+        if gate is None:
+            return False
+        if gate.paused == (not on):
+            return on
+        t = self.engine.clock.now() if self.engine is not None else 0.0
+        if on:
+            gate.paused = False
+            self._notice(t, "recording resumed")
+        else:
+            self._notice(t, "recording paused: silence and no events are written until it resumes")
+            gate.paused = True
+        return on
+
+    def _notice(self, t: float, message: str) -> None:
+        if self.engine is not None:
+            self.engine.bus.publish(Notice(t, message=message))
+
+    async def set_policy(self, name: str) -> None:
+        from policies import make_policy
+
+        # Build it once off the loop: imports, weights and ONNX sessions load in a thread,
+        # and a missing model raises here (PolicyError) before the engine is touched.
+        await asyncio.to_thread(make_policy, replace(self.cfg.policy, name=name))  # type: ignore[arg-type]
+        if self.engine is None:
+            raise RuntimeError("the conversation has not started yet")
+        self.engine.set_policy(name)
+
+    def thresholds(self) -> dict[str, float]:
+        return policy_thresholds(self.engine.policy) if self.engine is not None else {}
+
+    def mqtt_connected(self) -> bool | None:
+        if not self.cfg.mqtt.enabled or self.bridge is None:
+            return None
+        return bool(self.bridge.stats.connected)
+
+    def end(self, reason: str = "ended by the user") -> None:
+        if self.engine is not None:
+            self.engine.end(reason)
+
+
+@dataclass
+class EventFeed:
+    """A prepared event stream with no engine behind it (tests, benchmarks, a recorded log).
+
+    ``pace`` is awaited before each event with the gap to the previous one in session
+    seconds (e.g. ``asyncio.sleep`` for real time); without it every event is published at
+    once. ``gate`` (optional) is awaited before each event, for tests that step the stream.
+    The controls record their calls in ``calls``.
+    """
+
+    events: list[Event]
+    info: SessionInfo = field(default_factory=SessionInfo)
+    pace: Callable[[float], Awaitable[Any]] | None = None
+    gate: Callable[[Event], Awaitable[Any]] | None = None
+    policy_thresholds: dict[str, float] = field(default_factory=lambda: {"barge_in": 0.5, "end_of_turn": 0.5})
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    _ended: str | None = field(default=None, init=False)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, info: SessionInfo | None = None) -> EventFeed:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return cls([event_from_dict(json.loads(s)) for s in lines if s.strip()], info or SessionInfo())
+
+    async def run(self, publish: Publish) -> None:
+        prev = self.events[0].t if self.events else 0.0
+        for ev in self.events:
+            if self._ended:
+                break
+            if self.gate is not None:
+                await self.gate(ev)
+            if self.pace is not None:
+                await self.pace(max(0.0, ev.t - prev))
+            prev = ev.t
+            publish(ev)
+        if self._ended:
+            publish(SessionEnded(prev, reason=self._ended))
+
+    def set_muted(self, muted: bool) -> None:
+        self.calls.append(("muted", muted))
+
+    def set_recording(self, on: bool) -> bool:
+        self.calls.append(("recording", on))
+        return on if self.info.recording is not None else False
+
+    async def set_policy(self, name: str) -> None:
+        self.calls.append(("policy", name))
+
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.policy_thresholds)
+
+    def mqtt_connected(self) -> bool | None:
+        return None
+
+    def end(self, reason: str = "ended by the user") -> None:
+        self.calls.append(("end", reason))
+        self._ended = reason
