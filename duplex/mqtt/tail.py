@@ -2,7 +2,8 @@
 
 One line per message::
 
-    12:00:01.234Z kitchen #17 barge_in turn=2 reaction_ms=180 onset_t=8.42 transcript="wait, stop"
+    12:00:01.234Z kitchen #24 state overlap
+    12:00:01.236Z kitchen #25 barge_in turn=2 reaction_ms=420 onset_t=9.4 transcript="wait stop"
 
 or, with ``raw``, one JSON object per line (``{"topic", "retain", "payload"}``) for scripts.
 QoS 1 duplicates (a ``seq`` already seen in that session) are skipped.
@@ -95,8 +96,9 @@ def _format(message: aiomqtt.Message, raw: bool, last_seq: dict[str, int]) -> st
         return f"{topic} {data}"
     ts = str(data.get("ts", ""))
     when = ts.partition("T")[2] or ts
-    fields = " ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in data.items() if k not in _ENVELOPE
-    )
+    if data["type"] == "state":
+        fields = str(data.get("state", "?"))
+    else:
+        fields = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in data.items() if k not in _ENVELOPE)
     retained = " (retained)" if message.retain else ""
     return f"{when} {data.get('device', '?')} #{data.get('seq', '?')} {data['type']}{retained} {fields}".rstrip()
