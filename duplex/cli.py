@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("dir", help="a directory of scenario files (or one file)")
     ts.add_argument("--json", help="write results here")
     ts.add_argument("--keep", help="record each scenario's session under this directory")
+    ts.add_argument("--only", "-k", action="append", metavar="TEXT",
+                    help="run only scenarios whose name contains TEXT (repeatable)")
     _config_args(ts)
     ts.set_defaults(func=_lazy("duplex.session.cli", "scenarios_main", "test-scenarios"))
 
@@ -213,11 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     mq = sub.add_parser("mqtt", help="MQTT tools")
     mqs = mq.add_subparsers(dest="mqtt_command", metavar="COMMAND", parser_class=_Parser)
     tail = mqs.add_parser("tail", help="print a device's events as they arrive")
-    _config_args(tail)
-    tail.add_argument("--host")
-    tail.add_argument("--port", type=int)
-    tail.add_argument("--device")
-    tail.add_argument("--prefix")
+    from duplex.mqtt.cli import add_tail_arguments
+
+    add_tail_arguments(tail)
     tail.set_defaults(func=_lazy("duplex.mqtt.cli", "tail_main", "mqtt tail"))
     return p
 
