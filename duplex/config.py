@@ -251,13 +251,42 @@ class MQTTConfig:
                 raise bad(key, f"must be > 0 seconds, got {getattr(self, key)}")
 
 
+AEC_BACKENDS = ("webrtc", "speex")
+"""Echo-canceller backends, best first (see docs/echo.md); ``auto`` takes the first installed."""
+
+
 @dataclass(frozen=True)
 class AECConfig:
-    mode: str = "off"
-    """``auto``, ``off`` or a backend name."""
+    """Acoustic echo cancellation of the agent's own voice (open speakers). See docs/echo.md."""
+
+    mode: str = "auto"
+    """``auto`` (the best installed backend, off with a notice if none), ``off`` (headphones),
+    or a backend: ``webrtc`` (WebRTC AEC3 via pywebrtc-audio) or ``speex`` (system libspeexdsp)."""
     delay_ms: int = -1
-    """Playback-to-capture delay; -1 means estimate it."""
+    """Playback-to-capture delay; -1 means estimate it (continuously, by cross-correlation)."""
     tail_ms: int = 200
+    """Echo tail the canceller models (speex: its filter length; webrtc adapts its own)."""
+    max_delay_ms: int = 500
+    """Largest delay the estimator searches."""
+    noise_suppression: bool = False
+    """Also run the backend's noise suppressor on the cleaned microphone (webrtc only)."""
+    report_every_s: float = 10.0
+    """How often the canceller reports its delay and echo reduction (``EchoDelay`` events)."""
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"aec.{key} {why}")
+
+        if self.mode not in ("auto", "off", *AEC_BACKENDS):
+            raise bad("mode", f"must be one of auto, off, {', '.join(AEC_BACKENDS)}; got {self.mode!r}")
+        if not 10 <= self.max_delay_ms <= 2000:
+            raise bad("max_delay_ms", f"must be 10..2000, got {self.max_delay_ms}")
+        if not -1 <= self.delay_ms <= self.max_delay_ms:
+            raise bad("delay_ms", f"must be -1 (estimate) or 0..aec.max_delay_ms ({self.max_delay_ms}), got {self.delay_ms}")
+        if not 16 <= self.tail_ms <= 1000:
+            raise bad("tail_ms", f"must be 16..1000, got {self.tail_ms}")
+        if not self.report_every_s > 0:
+            raise bad("report_every_s", f"must be > 0 seconds, got {self.report_every_s}")
 
 
 @dataclass(frozen=True)

@@ -341,3 +341,21 @@ class LanguageDetected(ControlEvent):
 # Defined after the first registration pass above: register it and export it too.
 EVENT_TYPES["language_detected"] = LanguageDetected
 __all__.append("LanguageDetected")
+
+
+@dataclass(frozen=True, slots=True)
+class EchoDelay(ControlEvent):
+    """The echo canceller's view of the room (:mod:`duplex.audio.aec`).
+
+    ``delay_ms`` is the playback-to-capture delay in use (estimated or configured),
+    ``erle_db`` the echo return loss enhancement over the last seconds of agent audio
+    (0 until measured), ``backend`` the canceller (``webrtc``, ``speex``).
+    """
+
+    delay_ms: float = 0.0
+    erle_db: float = 0.0
+    backend: str = ""
+
+
+EVENT_TYPES["echo_delay"] = EchoDelay
+__all__.append("EchoDelay")

@@ -5,18 +5,19 @@ While the agent speaks, a user speech run becomes a barge-in once it has lasted
 are not all backchannel words (or a stop word such as "wait" alone); a short run
 made only of backchannel words is a backchannel; anything else is ignored. A run longer
 than ``backchannel_max_ms`` is a barge-in whatever its words (a user who keeps talking).
-With echo (playback louder than the mic minus ``double_talk_margin_db``), onsets are
-ignored unless the mic clearly exceeds the echo (a Geigel-style double-talk gate).
+With echo cancellation on, a run only counts once a double-talk detector
+(:mod:`policies.doubletalk`) hears the user's voice in it rather than residual echo;
+without, ``double_talk_gate`` applies a Geigel gate (``double_talk_margin_db``).
 While the user has the floor, the turn ends after ``end_of_turn_silence_ms`` of silence.
 """
 
 from __future__ import annotations
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
-from duplex.audio.wav import level_db
 from duplex.config import RulesConfig
 from duplex.events import Decision
 from duplex.turn import PolicyInput, PolicyOutput, backchannel_score, has_stop_word, words
+from policies.doubletalk import DoubleTalkConfig, DoubleTalkDetector
 
 
 class RulePolicy:
@@ -67,13 +68,20 @@ class RulePolicy:
         return PolicyOutput(decision, p)
 
     def _double_talk(self, x: PolicyInput) -> bool:
-        """Geigel-style gate: with loud playback, require the mic to stand above it."""
-        if not self.cfg.double_talk_gate:
+        """Does the current speech run sound like the user rather than the agent's echo?
+
+        A :class:`~policies.doubletalk.DoubleTalkDetector` votes over the run's frames.
+        With echo cancellation (``x.raw_mic`` set) it always runs and judges the
+        canceller's echo reduction (the user's voice survives cancellation, echo does
+        not); without, only with ``double_talk_gate``, as a Geigel gate
+        (``double_talk_margin_db``).
+        """
+        if x.raw_mic is None and not self.cfg.double_talk_gate:
             return True
-        out = level_db(x.playback)
-        if out < -60.0:
-            return True
-        return level_db(x.mic) >= out - self.cfg.double_talk_margin_db
+        dtd = getattr(self, "_dtd", None)
+        if dtd is None:
+            dtd = self._dtd = DoubleTalkDetector(DoubleTalkConfig(margin_db=self.cfg.double_talk_margin_db))
+        return dtd.step(x)
 
 
 __all__ = ["RulePolicy", "FRAME_SAMPLES", "SAMPLE_RATE"]
