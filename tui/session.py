@@ -24,8 +24,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
+from duplex.audio.source import pace
 from duplex.bus import EventBus
-from duplex.events import Event, Notice, SessionEnded, StageError, event_from_dict
+from duplex.events import (
+    AgentState,
+    AgentTurnEnded,
+    AgentTurnStarted,
+    BargeIn,
+    EndOfTurn,
+    Event,
+    Notice,
+    SessionEnded,
+    StageError,
+    StateChanged,
+    UserSpeechStarted,
+    event_from_dict,
+)
 
 if TYPE_CHECKING:
     from duplex.audio.sink import AudioSink
@@ -140,6 +155,71 @@ class RecordingGate:
         self.recorder.on_audio(t, mic, played)
 
 
+class Activity:
+    """A bus subscriber that knows whether the conversation still has something pending:
+    a user turn awaiting its end-of-turn decision, a reply in flight, a non-idle state."""
+
+    def __init__(self) -> None:
+        self.user_open = False
+        self.reply_open = False
+        self.state = AgentState.LISTENING
+
+    def __call__(self, ev: Event) -> None:
+        match ev:
+            case UserSpeechStarted() if not ev.agent_speaking:
+                self.user_open = True
+            case BargeIn():
+                self.user_open = True
+            case EndOfTurn():
+                self.user_open = False
+            case AgentTurnStarted():
+                self.reply_open = True
+            case AgentTurnEnded():
+                self.reply_open = False
+            case StateChanged():
+                self.state = ev.state
+            case _:
+                pass
+
+    @property
+    def busy(self) -> bool:
+        return self.user_open or self.reply_open or self.state not in (AgentState.LISTENING, AgentState.MUTED)
+
+
+class PacedTail:
+    """A paced, finite source (``--input``, ``--simulate``) followed by real-time silence
+    until the conversation is idle, as a person would wait for the agent's answer.
+
+    The engine runs a wall-clock source like a microphone: it stops when the frames stop
+    and drains only lockstep runs, so without this the reply to the last line would be
+    cut off. Gives up after ``max_s``.
+    """
+
+    IDLE_S = 0.5
+
+    def __init__(self, source: AudioSource, activity: Activity, max_s: float = 30.0) -> None:
+        self.source = source
+        self.activity = activity
+        self.max_s = max_s
+
+    def __getattr__(self, name: str) -> Any:  # name, live, realtime, attach, dropped, log...
+        return getattr(self.source, name)
+
+    async def frames(self) -> Any:
+        async for frame in self.source.frames():
+            yield frame
+        frame_s = FRAME_SAMPLES / SAMPLE_RATE
+        silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        t0 = asyncio.get_running_loop().time()
+        idle = 0
+        for i in range(int(self.max_s / frame_s)):
+            idle = 0 if self.activity.busy else idle + 1
+            if idle * frame_s >= self.IDLE_S:
+                return
+            await pace(i, t0)
+            yield silence
+
+
 class LiveSession:
     """A real conversation (:func:`duplex.app.run_conversation`) that the UI can steer.
 
@@ -173,7 +253,11 @@ class LiveSession:
         from duplex.app import run_conversation
 
         bus = EventBus()
-        subscribers: list[Publish] = [publish]
+        activity = Activity()
+        subscribers: list[Publish] = [publish, activity]
+        source = self.source
+        if getattr(source, "realtime", False) and not source.live:
+            source = PacedTail(source, activity)
         recorder = None
         if self.session_dir is not None:
             from duplex.session.recorder import Recorder
@@ -186,7 +270,7 @@ class LiveSession:
             extra["on_bridge"] = self._on_bridge
         try:
             self.result = await run_conversation(
-                self.cfg, self.models, self.source, session_dir=None, sink=self.sink, bus=bus,
+                self.cfg, self.models, source, session_dir=None, sink=self.sink, bus=bus,
                 subscribers=subscribers, keep_events=False, on_engine=self._on_engine, **extra,
             )
         finally:
