@@ -64,6 +64,20 @@ def make_source(input_wav: str | None, simulate: str | None, models: Models | No
     raise ConfigError("give --input USER.wav or --simulate SCRIPT.toml")
 
 
+def make_capture_aec(cfg: Config, source: AudioSource, bus: EventBus) -> Any:
+    """The echo canceller for this conversation, or None.
+
+    ``auto`` cancels echo where there is an acoustic path: a live microphone next to a
+    speaker. Files and scripted users carry no echo of this run's agent, so ``auto``
+    leaves them alone; naming a backend forces it on.
+    """
+    if cfg.aec.mode == "off" or (cfg.aec.mode == "auto" and not source.live):
+        return None
+    from duplex.audio.aec import make_aec
+
+    return make_aec(cfg.aec, notice=lambda msg: bus.publish(Notice(0.0, message=msg)))
+
+
 class ConsolePrinter:
     """Prints each turn's transcript and latency breakdown as it happens."""
 
@@ -143,7 +157,8 @@ async def run_conversation(
         bus.subscribe(events.append)
     for s in subscribers:
         bus.subscribe(s)
-    engine = Engine(cfg, models, make_policy(cfg.policy), source, sink or NullSink(), bus=bus)
+    engine = Engine(cfg, models, make_policy(cfg.policy), source, sink or NullSink(), bus=bus,
+                    aec=make_capture_aec(cfg, source, bus))
     attach = getattr(source, "attach", None)
     if attach is not None:
         attach(bus)

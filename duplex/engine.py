@@ -301,6 +301,10 @@ class Engine:
         loop = asyncio.get_running_loop()
         if self.aec is not None:
             mic = await loop.run_in_executor(self._listen_pool, self.aec.process, mic, played.audio)
+            poll = getattr(self.aec, "poll", None)
+            report = poll(t_start) if poll is not None else None
+            if report is not None:
+                self._emit(report)
         lf: ListenerFrame = await loop.run_in_executor(self._listen_pool, self.listener.step, mic)
         if isinstance(self.clock, SimClock):
             self.clock.set((i + 1) * FRAME_S)
