@@ -238,11 +238,13 @@ def _describe_llm(cfg: LLMConfig) -> ModelInfo:
             return ModelInfo("llm", cfg.backend, cfg.model, False, f"{cfg.model} (not found)", source)
     if cfg.backend == "transformers":
         note = f"{cfg.device}/{cfg.dtype}"
-        source = f"Hugging Face: {cfg.model}" if is_repo_id(cfg.model) else "local directory"
+        hub = is_repo_id(cfg.model)
+        source = f"Hugging Face: {cfg.model} (huggingface-cli download {cfg.model})" if hub else "local directory"
         try:
             return ModelInfo("llm", cfg.backend, cfg.model, True, str(locate_hf_causal_lm(cfg.model)), source, note)
         except ModelError as exc:
-            return ModelInfo("llm", cfg.backend, cfg.model, False, str(exc), source, note)
+            where = f"{hf_cache_dir()} (not cached)" if hub else str(exc)
+            return ModelInfo("llm", cfg.backend, cfg.model, False, where, source, note)
     # openai: the weights live on the server; say whether it answers.
     from duplex.stages.openai_llm import probe_server
 
@@ -259,20 +261,27 @@ def _describe_tts(cfg: TTSConfig) -> ModelInfo:
             return ModelInfo("tts", cfg.backend, cfg.voice, ok, str(path), source, "" if ok else "no .onnx.json beside it")
         except ModelError:
             return ModelInfo("tts", cfg.backend, cfg.voice, False, f"{cfg.voice} (not found)", source)
-    ref = cfg.model or KOKORO_REPO
-    source = f"Hugging Face: {ref}" if is_repo_id(ref) else "local directory"
-    from duplex.stages.kokoro_tts import english_g2p_note
+    from duplex.stages.kokoro_tts import KOKORO_LANGUAGES, english_g2p_note, is_kokoro_voice
 
-    note = f"voice {cfg.voice}, {cfg.language}, {cfg.device}"
+    ref = cfg.model or KOKORO_REPO
+    hub = is_repo_id(ref)
+    voice = cfg.voice if is_kokoro_voice(cfg.voice) else KOKORO_LANGUAGES.get(cfg.language, ("", "af_heart"))[1]
+    files_hint = f"huggingface-cli download {ref} config.json {KOKORO_WEIGHTS.get(ref, '*.pth')} voices/{voice}.pt"
+    source = f"Hugging Face: {ref} ({files_hint})" if hub else "local directory"
+    note = f"voice {voice}, {cfg.language}, {cfg.device}"
     extra = english_g2p_note(cfg.language)
     if extra:
         note += f"; {extra}"
     try:
         files = locate_kokoro(cfg)
-        kokoro_voice_path(files, cfg.voice)
-        return ModelInfo("tts", cfg.backend, ref, True, str(files.weights.parent), source, note)
     except ModelError as exc:
-        return ModelInfo("tts", cfg.backend, ref, False, str(exc), source, note)
+        where = f"{hf_cache_dir()} (not cached)" if hub else str(exc)
+        return ModelInfo("tts", cfg.backend, ref, False, where, source, note)
+    try:
+        path = kokoro_voice_path(files, voice)
+    except ModelError:
+        return ModelInfo("tts", cfg.backend, ref, False, f"{files.weights.parent} (voice {voice} missing)", source, note)
+    return ModelInfo("tts", cfg.backend, ref, True, f"{files.weights} + {path.name}", source, note)
 
 
 def describe_models(cfg: Config) -> list[ModelInfo]:

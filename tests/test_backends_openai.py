@@ -31,8 +31,8 @@ def _cfg(url: str, **kw) -> LLMConfig:
     return LLMConfig(backend="openai", url=url, **kw)
 
 
-def _long_prompt(salt: str, words: int = 300) -> list[dict[str, str]]:
-    """~1000 tokens, different for each ``salt``: the server's prefix cache must not help."""
+def _long_prompt(salt: str, words: int = 200) -> list[dict[str, str]]:
+    """~700 tokens, different for each ``salt``: the server's prefix cache must not help."""
     text = " ".join(f"{salt}{i % 97}" for i in range(words))
     return [{"role": "user", "content": f"{salt}: summarise this list: {text}"}]
 
@@ -79,10 +79,10 @@ def test_cancel_while_waiting_for_the_first_token_returns_at_once(llama_server):
     llm = OpenAILLM(_cfg(llama_server.url, max_tokens=4))
     mark = len(llama_server.log_text())
     cancel = threading.Event()
-    threading.Timer(0.1, cancel.set).start()
+    threading.Timer(0.05, cancel.set).start()
     t0 = time.monotonic()
     assert list(llm.stream(_long_prompt("waiting"), cancel)) == []
-    assert time.monotonic() - t0 < 0.6
+    assert time.monotonic() - t0 < 0.5
     # llama-cpp-python checks for the client only once the prompt is processed.
     assert llama_server.wait_for_log("Disconnected from client", timeout=120, after=mark)
 

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 KOKORO_RATE = 24_000
 """Kokoro's output sample rate (resampled to duplex's 16 kHz)."""
+SEED = 0
+"""Seed for the decoder's noise, set before every ``synthesize``."""
 
 KOKORO_LANGUAGES: dict[str, tuple[str, str]] = {
     "en": ("a", "af_heart"),
@@ -214,6 +216,10 @@ class KokoroTTS:
         text = text.strip()
         if not text:
             return
+        # Kokoro's source module draws random phases and noise: seeding per call makes the
+        # same text sound the same, which replay relies on. (The RNG is process-wide: an LLM
+        # sampling on another thread at the same moment can still perturb it.)
+        torch.manual_seed(SEED)
         try:
             with torch.inference_mode():
                 for result in self._pipeline(text, voice=str(self.voice_path), speed=self.cfg.speed):

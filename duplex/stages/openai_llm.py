@@ -384,7 +384,10 @@ def probe_server(cfg: LLMConfig) -> tuple[bool, str]:
     """Whether ``llm.url`` answers ``GET /models`` (for ``duplex models``), and what it serves."""
     if not cfg.url:
         return False, "set llm.url (or --llm-url)"
-    httpcore = _import_httpcore()
+    try:
+        httpcore = _import_httpcore()
+    except LLMError as exc:
+        return False, str(exc)
     try:
         client = OpenAILLM(cfg)
         try:

@@ -1,0 +1,137 @@
+"""Profiles, ``duplex models``, and replying in the user's language."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from duplex.config import TTSConfig, load_config, replace
+from duplex.events import LanguageDetected, event_from_dict
+from duplex.models import describe_models, models_main
+from duplex.stages.multilingual import parse_voices, reply_language_instruction, voice_for_language
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+def test_the_quality_profile_is_the_cpu_quality_stack():
+    cfg = load_config("quality")
+    assert (cfg.asr.backend, cfg.asr.device, cfg.asr.compute_type) == ("faster-whisper", "cpu", "int8")
+    assert cfg.asr.model in ("small", "distil-small.en", "distil-large-v3")
+    assert cfg.llm.backend == "transformers" and "Instruct" in cfg.llm.model
+    assert (cfg.tts.backend, cfg.tts.device) == ("kokoro", "cpu")
+
+
+def test_the_server_profile_puts_the_llm_behind_an_endpoint_and_the_rest_on_cuda():
+    cfg = load_config("server")
+    assert cfg.llm.backend == "openai" and cfg.llm.url.startswith("http")
+    assert (cfg.asr.model, cfg.asr.device, cfg.asr.compute_type) == ("large-v3-turbo", "cuda", "float16")
+    assert (cfg.tts.backend, cfg.tts.device) == ("kokoro", "cuda")
+
+
+# --- duplex models --------------------------------------------------------------------------
+
+
+def test_the_packaged_default_has_every_weight_present(capsys):
+    rows = describe_models(load_config())
+    assert [r.stage for r in rows] == ["vad", "asr", "llm", "tts"]
+    assert all(r.present for r in rows), rows
+    assert models_main(load_config()) == 0
+    out = capsys.readouterr().out
+    assert "pocketsphinx" in out and "SmolLM2" in out and "missing" not in out
+
+
+def test_uncached_hub_models_are_listed_as_absent_with_where_to_get_them(tmp_path):
+    cfg = load_config("quality", [{"asr": {"model": "duplex-test/asr"}, "llm": {"model": "duplex-test/llm"},
+                                   "tts": {"model": "duplex-test/tts"}}])
+    rows = {r.stage: r for r in describe_models(cfg)}
+    for stage in ("asr", "llm", "tts"):
+        assert not rows[stage].present
+        assert f"duplex-test/{stage}" in rows[stage].source
+        assert "huggingface-cli download" in rows[stage].source
+        assert "not cached" in rows[stage].location
+
+
+def test_local_directories_are_found_as_present(tmp_path):
+    backend_fixtures = pytest.importorskip("backend_fixtures")
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("transformers")
+    root = backend_fixtures.model_cache()
+    with backend_fixtures._build_lock(root):
+        whisper = backend_fixtures.build_tiny_whisper(root)
+        llama = backend_fixtures.build_tiny_llama(root)
+    cfg = load_config("quality", [{"asr": {"model": str(whisper)}, "llm": {"model": str(llama)}}])
+    rows = {r.stage: r for r in describe_models(cfg)}
+    assert rows["asr"].present and rows["asr"].location == str(whisper)
+    assert rows["llm"].present and rows["llm"].location == str(llama)
+
+
+def test_an_endpoint_that_does_not_answer_is_listed_as_absent():
+    from backend_fixtures import free_port
+
+    cfg = load_config("server", [{"llm": {"url": f"http://127.0.0.1:{free_port()}/v1", "connect_timeout_s": 1.0}}])
+    llm = next(r for r in describe_models(cfg) if r.stage == "llm")
+    assert not llm.present and "cannot connect" in llm.note
+
+
+def test_duplex_models_on_the_command_line_exits_1_when_something_is_missing():
+    out = subprocess.run(
+        [sys.executable, "-m", "duplex.cli", "models", "--config", "quality",
+         "--set", "llm.model=duplex-test/llm"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "duplex-test/llm" in out.stdout and "missing:" in out.stdout
+
+
+# --- multilingual -----------------------------------------------------------------------------
+
+
+def test_the_reply_instruction_names_the_language():
+    assert reply_language_instruction("es") == "The user speaks Spanish. Always answer in Spanish."
+    assert "Japanese" in reply_language_instruction("ja")
+    assert reply_language_instruction(None) == "" and reply_language_instruction("") == ""
+
+
+def test_kokoro_switches_to_its_voice_for_a_language_it_speaks():
+    kokoro = TTSConfig(backend="kokoro", voice="af_heart", language="en")
+    assert voice_for_language(kokoro, "en") == (kokoro, None)
+    cfg, notice = voice_for_language(kokoro, "es")
+    assert notice is None and (cfg.voice, cfg.language, cfg.backend) == ("ef_dora", "es", "kokoro")
+    cfg, notice = voice_for_language(kokoro, "fr")
+    assert (cfg.voice, cfg.language) == ("ff_siwis", "fr")
+
+
+def test_kokoro_has_no_german_so_the_default_voice_speaks_with_a_notice():
+    cfg, notice = voice_for_language(TTSConfig(backend="kokoro", voice="af_heart"), "de")
+    assert cfg is None and "no German voice" in notice
+
+
+def test_configured_voices_win_over_kokoros_defaults():
+    kokoro = TTSConfig(backend="kokoro", voice="af_heart", voices="es=em_alex")
+    cfg, _ = voice_for_language(kokoro, "es")
+    assert (cfg.voice, cfg.language) == ("em_alex", "es")
+
+
+def test_piper_reads_its_voices_language_and_takes_others_from_tts_voices(tmp_path):
+    piper = TTSConfig()  # the packaged en_US Joe voice
+    assert voice_for_language(piper, "en") == (piper, None)
+    cfg, notice = voice_for_language(piper, "es")
+    assert cfg is None and 'tts.voices = "es=/path/to/voice.onnx"' in notice
+    mapped = replace(load_config(), "tts", voices="es=/voices/es_ES-davefx-medium.onnx").tts
+    cfg, notice = voice_for_language(mapped, "es")
+    assert notice is None and cfg.voice == "/voices/es_ES-davefx-medium.onnx" and cfg.backend == "piper"
+
+
+def test_voice_lists_parse_leniently():
+    assert parse_voices(" es=ef_dora , fr = ff_siwis,bad,=x,") == {"es": "ef_dora", "fr": "ff_siwis"}
+
+
+def test_language_detected_is_a_control_event_that_round_trips():
+    ev = LanguageDetected(t=2.5, language="es", probability=0.93)
+    assert event_from_dict(ev.to_dict()) == ev and ev.type == "language_detected"
