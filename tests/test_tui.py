@@ -267,9 +267,12 @@ async def test_signals_mark_thresholds_and_follow_the_policy() -> None:
         await s.send(*frames)
         assert app.signals.rows_drawn[:3] == ["mic", "speaker", "vad"]
         assert "barge_in" in app.signals.rows_drawn and "continue" not in app.signals.rows_drawn
-        rendered = app.signals.render()
-        assert "thr 0.70" in rendered.plain and THRESHOLD_CHAR in rendered.plain
-        assert any("red" in str(span.style) for span in rendered.spans), "no column above its threshold"
+        runs = [run for row in app.signals.rows(60) for run in row]
+        plain = "".join(chars for chars, _ in runs)
+        assert "thr 0.70" in plain and THRESHOLD_CHAR in plain
+        assert any("red" in style for _, style in runs), "no column above its threshold"
+        screen = app.export_screenshot()
+        assert "thr&#160;0.70" in screen or "thr 0.70" in screen
 
 
 async def test_keys_reach_the_session() -> None:

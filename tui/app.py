@@ -65,7 +65,7 @@ class DuplexApp(App[int]):
         autostart: start the session on mount (tests may start it by hand).
     """
 
-    CSS_PATH = "duplex.tcss"
+    CSS_PATH = Path(__file__).with_name("duplex.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "duplex"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
@@ -167,6 +167,11 @@ class DuplexApp(App[int]):
             self.stats.dropped += 1
             return
         inbox.append(ev)
+
+    @property
+    def pending(self) -> list[Event]:
+        """Events published since the last drain."""
+        return list(self._inbox)
 
     # --- events out: the drain (one widget update per frame) ------------------------------------
 

@@ -35,7 +35,11 @@ def _fill(v: float, lo: float, hi: float, height: int) -> float:
     return max(0.0, min(1.0, (v - lo) / (hi - lo))) * 8 * height
 
 
-def spark(
+Runs = list[tuple[str, str]]
+"""One chart row as (characters, style) runs: one span per run of a style, not per cell."""
+
+
+def spark_rows(
     cols: Sequence[float | None],
     *,
     lo: float,
@@ -45,27 +49,42 @@ def spark(
     style: str = "green",
     hot_style: str = "bold red",
     line_style: str = "yellow",
-) -> Text:
-    """A ``height``-row sparkline; columns at or above ``threshold`` use ``hot_style``
-    and the threshold is drawn as a dashed line through the empty cells of its row."""
+) -> list[Runs]:
+    """A ``height``-row sparkline, top row first; columns at or above ``threshold`` use
+    ``hot_style`` and the threshold is drawn as a dashed line through the empty cells of its row."""
     thr_row = -1
     if threshold is not None and hi > lo:
         level = _fill(threshold, lo, hi, height)
         thr_row = min(height - 1, int(level // 8))
-    out = Text(no_wrap=True, overflow="crop")
-    for r in range(height - 1, -1, -1):  # top row first
+    rows: list[Runs] = []
+    for r in range(height - 1, -1, -1):
+        runs: Runs = []
+        run: list[str] = []
+        run_style = ""
         for v in cols:
-            if v is None:
-                out.append(THRESHOLD_CHAR if r == thr_row else " ", line_style if r == thr_row else "")
-                continue
-            n = int(round(min(8.0, max(0.0, _fill(v, lo, hi, height) - 8 * r))))
-            if n == 0:
-                out.append(THRESHOLD_CHAR if r == thr_row else " ", line_style if r == thr_row else "")
+            if v is None or (n := int(round(min(8.0, max(0.0, _fill(v, lo, hi, height) - 8 * r))))) == 0:
+                ch, st = (THRESHOLD_CHAR, line_style) if r == thr_row else (" ", "")
             else:
-                hot = threshold is not None and v >= threshold
-                out.append(BLOCKS[n], hot_style if hot else style)
-        if r:
+                ch, st = BLOCKS[n], (hot_style if threshold is not None and v >= threshold else style)
+            if st != run_style and run:
+                runs.append(("".join(run), run_style))
+                run = []
+            run.append(ch)
+            run_style = st
+        if run:
+            runs.append(("".join(run), run_style))
+        rows.append(runs)
+    return rows
+
+
+def spark(cols: Sequence[float | None], **kw: object) -> Text:
+    """:func:`spark_rows` as one :class:`~rich.text.Text`, rows joined by newlines."""
+    out = Text(no_wrap=True, overflow="crop")
+    for i, runs in enumerate(spark_rows(cols, **kw)):  # type: ignore[arg-type]
+        if i:
             out.append("\n")
+        for chars, style in runs:
+            out.append(chars, style)
     return out
 
 

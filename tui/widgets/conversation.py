@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual.containers import VerticalScroll
+from textual.app import ComposeResult
+from textual.containers import HorizontalGroup, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
@@ -17,6 +18,7 @@ AGENT = "bold #d787ff"
 MARK = "dim italic"
 UNHEARD = "strike dim"
 CURSOR = "▌"
+LABEL_W = 6
 
 
 def _with_marks(words: list[str], line: Line, word_style: str) -> Text:
@@ -38,10 +40,12 @@ def _with_marks(words: list[str], line: Line, word_style: str) -> Text:
 
 
 def render_line(line: Line) -> Text:
-    """How one transcript line looks (also what the tests read)."""
+    """How one transcript line looks (also what the tests read): a ``LABEL_W`` speaker
+    column, then the words."""
     t = Text()
     if line.who == "agent" and line.status == "backchannel":
-        t.append("  ↳ agent ", MARK)
+        t.append(f"{'↳':>{LABEL_W - 1}} ", MARK)
+        t.append("agent: ", MARK)
         t.append(line.text, MARK)
         return t
     if line.who == "user":
@@ -75,12 +79,17 @@ def render_line(line: Line) -> Text:
     return t
 
 
-class TurnLine(Static):
-    """One transcript line; redrawn only when its :class:`~tui.view.Line` changed."""
+class TurnLine(HorizontalGroup):
+    """One transcript line: the speaker in a fixed column, the words wrapping beside it.
 
-    DEFAULT_CSS = """
-    TurnLine { height: auto; padding: 0 0 0 0; }
-    TurnLine.-agent { margin: 0 0 1 0; }
+    Redrawn only when its :class:`~tui.view.Line` changed; ``text`` is what it shows.
+    """
+
+    DEFAULT_CSS = f"""
+    TurnLine {{ height: auto; }}
+    TurnLine.-agent {{ margin: 0 0 1 0; }}
+    TurnLine > .label {{ width: {LABEL_W}; height: auto; }}
+    TurnLine > .body {{ width: 1fr; height: auto; }}
     """
 
     def __init__(self, line: Line) -> None:
@@ -88,14 +97,34 @@ class TurnLine(Static):
         self.key = line.key
         self.version = -1
         self.text = Text()
+        self._label = ""
+        self.label = Static(classes="label")
+        self.body = Static(classes="body")
         self.show(line)
+
+    def compose(self) -> ComposeResult:
+        yield self.label
+        yield self.body
 
     def show(self, line: Line) -> bool:
         if line.version == self.version:
             return False
         self.version = line.version
         self.text = render_line(line)
-        self.update(self.text)
+        label, body = self.text[:LABEL_W], self.text[LABEL_W:]
+        if label.plain != self._label:
+            self._label = label.plain
+            self.label.update(label)
+        b = self.body
+        width = b.content_size.width
+        if not b.is_mounted or not width:
+            b.update(body)
+            return True
+        # A growing line mostly keeps its height: lay the screen out again only when the
+        # wrapped height changes (a layout per frame was the UI's main cost).
+        b.update(body, layout=False)
+        if b.get_content_height(b.content_size, b.content_size, width) != b.content_size.height:
+            b.refresh(layout=True)
         return True
 
 

@@ -42,7 +42,9 @@ class TimingPane(Vertical):
         yield self.chart
 
     def on_mount(self) -> None:
-        self.table.add_columns("turn", *(HEADERS[c] for c in TIMING_COLUMNS))
+        self.table.add_column(Text("turn", justify="right"), width=4)
+        for c in TIMING_COLUMNS:
+            self.table.add_column(Text(HEADERS[c], justify="right"), width=max(5, len(HEADERS[c])))
         self.chart.update(Text("voice-to-voice per turn: no turns yet", "dim"))
 
     def sync(self, book: TimingBook) -> None:
