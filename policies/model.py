@@ -33,7 +33,7 @@ class ModelConfig:
     n_features: int = N_FEATURES
     n_embd: int = 64
     n_head: int = 4
-    n_layer: int = 3
+    n_layer: int = 2
     window: int = 96
     """Frames a position attends to, itself included (96 x 32 ms = 3.1 s)."""
     dropout: float = 0.1

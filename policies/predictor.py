@@ -6,10 +6,10 @@ Each frame, :class:`policies.features.Featurizer` turns the engine's
 frames) gives both heads' probabilities. The decision rules on top are deliberately thin:
 
 * agent speaking: BARGE_IN the first frame ``p(barge_in)`` reaches its threshold (once
-  per user sound: it re-arms after 0.5 s of silence); when the user's sound ends without
+  per user sound: it re-arms after 0.5 s of silence or 0.3 s of low probability); when the user's sound ends without
   a barge-in, BACKCHANNEL if ``p(backchannel)`` peaked above its threshold, else CONTINUE;
-* user's floor (``user_turn_open``): END_OF_TURN once ``p(end_of_turn)`` reaches its
-  threshold in silence (or after ``max_silence_ms`` whatever the model says);
+* user's floor (``user_turn_open``): END_OF_TURN once ``p(end_of_turn)`` has been at
+  its threshold for two silent frames (or after ``max_silence_ms`` whatever the model says);
   BACKCHANNEL_OPPORTUNITY in a pause the model rates so (at most every
   ``agent_backchannel_min_gap_s``); HOLD otherwise.
 """
@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "predictor.pt"
 DEFAULT_THRESHOLDS = {"barge_in": 0.5, "backchannel": 0.5, "end_of_turn": 0.5, "backchannel_opportunity": 0.6}
 REARM_SILENCE_S = 0.5
-"""After a barge-in, the next one needs a new user sound after this much silence."""
+"""After a barge-in, the next one needs a new user sound after this much silence..."""
+REARM_FRAMES = 10
+"""...or the model's barge-in probability under half its threshold for this many frames
+(with a loud echo the VAD never goes silent while the agent talks)."""
+EOT_FRAMES = 2
+"""Consecutive silent frames at or above the end-of-turn threshold before the turn ends."""
 SOUND_END_S = 0.25
 """A user sound during agent speech is over after this much silence (then it is classified)."""
 AGENT_PROBS = ("continue", "backchannel", "barge_in")
@@ -101,10 +106,12 @@ class PredictorPolicy:
     def reset_decisions(self) -> None:
         """Forget the decision state only (threshold search replays stored probabilities)."""
         self._latched = False
+        self._low = 0
         self._sound = False
         self._bc_peak = 0.0
         self._last_bco = -1e9
         self._bco_pause = False
+        self._eot_run = 0
 
     def decide(self, x: PolicyInput, pa: np.ndarray, pu: np.ndarray) -> PolicyOutput:
         """The decision rules on one frame's probabilities (agent head ``pa``, user head ``pu``)."""
@@ -124,11 +131,13 @@ class PredictorPolicy:
     def _agent_turn(self, x: PolicyInput, p: dict[str, float]) -> Decision | None:
         sounding = x.user_speaking or x.silence < SOUND_END_S
         if self._latched:
-            if x.silence >= REARM_SILENCE_S and not x.user_speaking:
+            self._low = self._low + 1 if p["barge_in"] < 0.5 * self.thr_barge else 0
+            if (x.silence >= REARM_SILENCE_S and not x.user_speaking) or self._low >= REARM_FRAMES:
                 self._latched = False
             return None
         if p["barge_in"] >= self.thr_barge:
             self._latched = True
+            self._low = 0
             self._sound = False
             self._bc_peak = 0.0
             return Decision.BARGE_IN
@@ -145,8 +154,11 @@ class PredictorPolicy:
     def _user_turn(self, x: PolicyInput, p: dict[str, float]) -> Decision:
         if x.silence <= 0.0:
             self._bco_pause = False
+            self._eot_run = 0
             return Decision.HOLD
-        if x.silence * 1000 >= self.cfg.max_silence_ms or p["end_of_turn"] >= self.thr_eot:
+        self._eot_run = self._eot_run + 1 if p["end_of_turn"] >= self.thr_eot else 0
+        if x.silence * 1000 >= self.cfg.max_silence_ms or self._eot_run >= EOT_FRAMES:
+            self._eot_run = 0
             return Decision.END_OF_TURN
         if (
             self.cfg.agent_backchannels

@@ -10,12 +10,12 @@ a little noise). Two kinds:
   barged in; if the speaker goes on after that, their end of turn is labelled too.
 * ``turn_*``: the agent asks something, then the real speaker takes a turn with their
   own pauses (labelled ``hold`` where a pause of at least 0.3 s falls inside their
-  speech) and finishes (``end_of_turn``); the agent answers 2 s later.
+  speech, by silero VAD on the clean recording) and finishes (``end_of_turn``); the agent answers 2 s later.
 
 The stereo file 06 is also used as is: its left talker as the agent, its right talker
 barging in. Only recordings whose licences allow redistribution (01, 06, 07, 08, 09,
-13) are used; pauses and onsets come from the recordings' energy, so labels are
-accurate to ~10 ms at the edges. There are no real backchannels or noises among the
+13) are used; onsets, pauses and ends come from silero VAD on the clean recording
+(before echo and noise), so labels are accurate to about one 32 ms frame. There are no real backchannels or noises among the
 redistributable recordings, so these cases test barge-in and end of turn only.
 """
 
@@ -73,23 +73,27 @@ AGENT_LINES = (
 )
 
 
-def speech_spans(x: np.ndarray, rel_db: float = -35.0, min_gap: float = 0.3) -> list[tuple[float, float]]:
-    """Speech runs by 10 ms energy, relative to the loudest frames; gaps under ``min_gap`` s merged."""
-    n = len(x) // HOP
-    e = 10 * np.log10(np.mean(x[: n * HOP].reshape(n, HOP) ** 2, axis=1) + 1e-12)
-    # Relative to the loud frames, but always 10 dB above the noise floor (JFK's crowd).
-    thr = max(float(np.percentile(e, 95)) + rel_db, float(np.percentile(e, 10)) + 10.0)
-    on = e > thr
+def speech_spans(x: np.ndarray, min_gap: float = 0.3) -> list[tuple[float, float]]:
+    """Speech runs of a clean recording by silero VAD (p >= 0.5); gaps under ``min_gap`` s merged.
+
+    Energy thresholds mislabel breaths and line noise as speech on real recordings, so
+    the clean clip (before echo and noise are mixed in) is segmented with the VAD.
+    """
+    from duplex.audio import FRAME_SAMPLES
+    from duplex.stages.vad import SileroVAD
+
+    probs = SileroVAD().probabilities(np.asarray(x, dtype=np.float32))
+    hop = FRAME_SAMPLES / SR
     spans: list[list[float]] = []
-    for i, v in enumerate(on):
-        if not v:
+    for i, p in enumerate(probs):
+        if p < 0.5:
             continue
-        t = i * HOP / SR
+        t = i * hop
         if spans and t - spans[-1][1] < min_gap:
-            spans[-1][1] = t + HOP / SR
+            spans[-1][1] = t + hop
         else:
-            spans.append([t, t + HOP / SR])
-    return [(a, b) for a, b in spans if b - a >= 0.08]
+            spans.append([t, t + hop])
+    return [(a, b) for a, b in spans if b - a >= 0.06]
 
 
 def _level(x: np.ndarray, db: float) -> np.ndarray:

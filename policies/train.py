@@ -6,9 +6,9 @@ Steps, each cached or deterministic:
    skipped when ``policies/data/cache`` already has them);
 2. fit :class:`policies.model.DuplexPredictor` on the ``train`` split with a fixed seed
    (random crops, gain and lexical-dropout augmentation, frame-wise cross-entropy on
-   both heads), keeping the weights with the best loss on the ``dev`` split;
+   both heads) for a fixed number of steps (the ``dev`` loss is only reported);
 3. tune the decision thresholds by running the streaming policy on the ``dev`` cases
-   (held-out voices) through the evaluation harness;
+   (held-out voices) through the evaluation harness (``--tune-only`` redoes just this);
 4. write ``policies/weights/predictor.pt`` and ``predictor.json``.
 
 Same seed, same data, same thread count → identical weights.
@@ -39,18 +39,18 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2400
-    batch: int = 24
-    seq_len: int = 256
-    lr: float = 2e-3
+    steps: int = 2000
+    batch: int = 16
+    seq_len: int = 192
+    lr: float = 3e-3
     weight_decay: float = 0.05
-    warmup: int = 100
+    warmup: int = 50
     seed: int = 1337
-    threads: int = 2
+    threads: int = 1
     eval_every: int = 200
     lexical_dropout: float = 0.25
     gain_jitter_db: float = 8.0
-    agent_class_weights: tuple[float, float, float] = (1.0, 2.0, 2.5)
+    agent_class_weights: tuple[float, float, float] = (1.0, 3.0, 2.5)
     user_class_weights: tuple[float, float, float] = (1.0, 1.5, 0.5)
 
 
@@ -214,27 +214,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--workers", type=int, default=2, help="processes for data generation")
     ap.add_argument("--no-tune", action="store_true", help="keep default thresholds (skip the dev-set search)")
+    ap.add_argument("--tune-only", action="store_true", help="only redo the threshold search for the weights in --out")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from policies import data as gen
 
     t0 = PerfTimer.now()
     root = a.data or gen.CACHE
+    if a.tune_only:
+        from policies.eval import tune_thresholds
+
+        meta_path = a.out / "predictor.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["thresholds"] = tune_thresholds(a.out / "predictor.pt", sorted((root / "dev").glob("*.wav")))
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return 0
     if a.data is None:
         gen.build(workers=a.workers, out=root)
     t_data = PerfTimer.now() - t0
     train = load_split(root / "train")
     dev_dir = root / "dev"
-    dev = load_split(dev_dir) if dev_dir.exists() and any(dev_dir.glob("*.npz")) else None
     cfg = replace(TrainConfig(), steps=a.steps, seed=a.seed, threads=a.threads)
     mcfg = ModelConfig()
-    log.info("training on %d conversations (%d frames), %d dev", len(train), sum(len(c.x) for c in train), len(dev or []))
+    log.info("training on %d conversations (%d frames)", len(train), sum(len(c.x) for c in train))
     t1 = PerfTimer.now()
-    model, info = fit(train, dev, mcfg, cfg)
+    model, info = fit(train, None, mcfg, cfg)
     t_train = PerfTimer.now() - t1
     meta: dict = {"train": {**cfg.__dict__, **info, "conversations": len(train), "seconds": round(t_train, 1)}}
     save(model, meta, a.out)
-    if not a.no_tune and dev is not None:
+    have_dev = dev_dir.exists() and any(dev_dir.glob("*.npz"))
+    if have_dev:
+        meta["train"]["dev_loss"] = round(full_loss(model, load_split(dev_dir), cfg), 4)
+        save(model, meta, a.out)
+    if not a.no_tune and have_dev:
         from policies.eval import tune_thresholds
 
         meta["thresholds"] = tune_thresholds(a.out / "predictor.pt", sorted(dev_dir.glob("*.wav")))

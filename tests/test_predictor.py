@@ -1,0 +1,210 @@
+"""The duplex predictor: streaming equals batch, shipped weights, decisions, deterministic training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from duplex.config import PolicyConfig, PredictorConfig
+from duplex.errors import PolicyError
+from duplex.events import Decision
+from duplex.turn import PolicyInput
+from policies import make_policy
+from policies.features import N_FEATURES, Featurizer
+from policies.model import DuplexPredictor, ModelConfig, StreamingPredictor
+from policies.predictor import DEFAULT_WEIGHTS, PredictorPolicy
+
+DATA = Path(__file__).parent / "data" / "policy"
+
+
+def _random_model(cfg: ModelConfig, seed: int = 0) -> DuplexPredictor:
+    torch.manual_seed(seed)
+    m = DuplexPredictor(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # away from the tiny init, so differences show
+        m.feat_mean.normal_()
+        m.feat_std.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+@pytest.mark.parametrize("n_layer,window,t", [(2, 8, 40), (3, 96, 150)])
+def test_streaming_equals_full_sequence(n_layer: int, window: int, t: int) -> None:
+    """Frame-by-frame numpy with a ring-buffer KV cache == one causal torch pass (past the window too)."""
+    cfg = ModelConfig(n_layer=n_layer, window=window)
+    m = _random_model(cfg)
+    x = torch.randn(1, t, N_FEATURES)
+    with torch.inference_mode():
+        la, lu = m(x)
+    s = StreamingPredictor(cfg, m.state_dict())
+    out = [s.step(x[0, i].numpy()) for i in range(t)]
+    np.testing.assert_allclose(np.stack([o[0] for o in out]), torch.softmax(la[0], -1).numpy(), atol=2e-5)
+    np.testing.assert_allclose(np.stack([o[1] for o in out]), torch.softmax(lu[0], -1).numpy(), atol=2e-5)
+    s.reset()
+    again = s.step(x[0, 0].numpy())
+    np.testing.assert_allclose(again[0], out[0][0], atol=1e-6)
+
+
+def test_model_is_causal() -> None:
+    cfg = ModelConfig(window=16)
+    m = _random_model(cfg)
+    x = torch.randn(1, 30, N_FEATURES)
+    y = x.clone()
+    y[0, 20:] += 5.0
+    with torch.inference_mode():
+        a1, _ = m(x)
+        a2, _ = m(y)
+    assert torch.allclose(a1[0, :20], a2[0, :20], atol=1e-6)
+    assert not torch.allclose(a1[0, 20:], a2[0, 20:], atol=1e-3)
+
+
+def test_shipped_weights_load_small_and_by_default() -> None:
+    assert DEFAULT_WEIGHTS.exists(), "policies/weights/predictor.pt must be committed"
+    size = DEFAULT_WEIGHTS.stat().st_size + DEFAULT_WEIGHTS.with_suffix(".json").stat().st_size
+    assert size < 5 * 1024 * 1024
+    pol = make_policy(PolicyConfig(name="predictor"))
+    assert isinstance(pol, PredictorPolicy)
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert set(meta["thresholds"]) >= {"barge_in", "end_of_turn", "backchannel"}
+    assert 0 < pol.thr_barge < 1 and 0 < pol.thr_eot < 1
+
+
+def test_missing_weights_raise_policy_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="python -m policies.train"):
+        PredictorPolicy(PredictorConfig(weights=str(tmp_path / "none.pt")))
+
+
+def _cases() -> list[Path]:
+    return sorted(DATA.glob("*.wav"))
+
+
+def _run(wav: Path):
+    from policies.eval import runner_for, score_case
+    from policies.harness import load_case
+
+    case = load_case(wav)
+    trace = runner_for(wav, case).run(PredictorPolicy())
+    return case, trace, score_case(case.events, trace)
+
+
+def test_policy_step_equals_batch_over_real_case_features() -> None:
+    """The engine path (PolicyInput → features → numpy cache) equals a torch pass over the same frames."""
+    from policies.eval import runner_for
+    from policies.harness import load_case
+    from policies.predictor import load_weights
+
+    wav = DATA / "barge_goforward_echo.wav"
+    runner = runner_for(wav, load_case(wav))
+    pol = PredictorPolicy()
+    feats = Featurizer()
+    xs, probs = [], []
+    for x in runner.inputs():
+        xs.append(feats(x))
+        probs.append(pol.step(x).probs["barge_in"])
+    _, meta = load_weights()
+    m = DuplexPredictor(ModelConfig(**meta["model"]))
+    m.load_state_dict(torch.load(DEFAULT_WEIGHTS, weights_only=True))
+    with torch.inference_mode():
+        la, _ = m.eval()(torch.from_numpy(np.stack(xs))[None])
+    np.testing.assert_allclose(np.array(probs), torch.softmax(la[0], -1)[:, 2].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["barge_goforward_echo", "stereo06_noecho"])
+def test_real_person_barging_in_is_a_barge_in(name: str) -> None:
+    """A real speaker talking over the agent (with and without echo) stops it, soon after onset."""
+    _, _, s = _run(DATA / f"{name}.wav")
+    assert s.confusion[0] == ("barge_in", "barge_in")
+    assert s.barge_latency[0] < 1.0
+
+
+@pytest.mark.parametrize("name", ["turn_goforward_noecho", "turn_wizard_echo"])
+def test_real_person_finishing_a_turn_gets_an_end_of_turn(name: str) -> None:
+    case, trace, s = _run(DATA / f"{name}.wav")
+    eot = [p for t, p in s.confusion if t == "end_of_turn"]
+    assert eot == ["end_of_turn"]
+    assert s.eot_delay[0] < 1.5
+    assert s.spurious_barge_ins == 0
+
+
+def _inp(**kw: object) -> PolicyInput:
+    base = dict(t=1.0, mic=np.zeros(512, np.float32), playback=np.zeros(512, np.float32), vad=0.0,
+                user_speaking=False, speech_run=0.0, silence=0.5, agent_speaking=False, agent_spoken=0.0,
+                partial="", user_turn_open=True)
+    base.update(kw)
+    return PolicyInput(**base)  # type: ignore[arg-type]
+
+
+def test_decision_rules_on_given_probabilities() -> None:
+    pol = PredictorPolicy(
+        PredictorConfig(barge_in_threshold=0.6, backchannel_threshold=0.5, end_of_turn_threshold=0.7, max_silence_ms=1000)
+    )
+    hold, eot = np.array([0.9, 0.1, 0.0]), np.array([0.1, 0.9, 0.0])
+    cont, barge, bc = np.array([0.9, 0.05, 0.05]), np.array([0.2, 0.1, 0.7]), np.array([0.3, 0.6, 0.1])
+    # User's floor: silence needed, two frames at threshold, or the safety net.
+    assert pol.decide(_inp(silence=0.0), cont, eot).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=0.1), cont, eot).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=0.13), cont, eot).decision is Decision.END_OF_TURN
+    assert pol.decide(_inp(silence=0.5), cont, hold).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=1.0), cont, hold).decision is Decision.END_OF_TURN
+    assert pol.decide(_inp(user_turn_open=False), cont, eot).decision is None
+    # Agent speaking: one barge-in per sound, then a backchannel is reported when a sound ends.
+    pol.reset_decisions()
+    a = dict(agent_speaking=True, user_speaking=True, silence=0.0)
+    assert pol.decide(_inp(**a), barge, hold).decision is Decision.BARGE_IN
+    assert pol.decide(_inp(**a), barge, hold).decision is None
+    pol.reset_decisions()
+    assert pol.decide(_inp(**a), bc, hold).decision is None
+    assert pol.decide(_inp(agent_speaking=True, silence=0.3), cont, hold).decision is Decision.BACKCHANNEL
+    assert pol.decide(_inp(**a), cont, hold).decision is None
+    assert pol.decide(_inp(agent_speaking=True, silence=0.3), cont, hold).decision is Decision.CONTINUE
+
+
+def _toy_data(seed: int) -> list:
+    from policies.train import Conversation
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(3):
+        x = rng.standard_normal((80, N_FEATURES)).astype(np.float32)
+        at = (x[:, 0] > 0).astype(np.int64) * 2
+        ut = (x[:, 1] > 0).astype(np.int64)
+        at[:10] = -1
+        out.append(Conversation(x, at, ut))
+    return out
+
+
+def test_training_is_deterministic_and_learns() -> None:
+    from policies.train import TrainConfig, fit, full_loss
+
+    data = _toy_data(0)
+    mcfg = ModelConfig(n_embd=16, n_head=2, n_layer=1, window=8)
+    cfg = replace(TrainConfig(), steps=40, batch=4, seq_len=32, warmup=5, threads=1, lr=1e-2)
+    before = full_loss(DuplexPredictor(mcfg), data, cfg)
+    m1, _ = fit(data, None, mcfg, cfg, progress=False)
+    m2, _ = fit(data, None, mcfg, cfg, progress=False)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1), "same seed, same weights"
+    m3, _ = fit(data, None, mcfg, replace(cfg, seed=cfg.seed + 1), progress=False)
+    assert not all(torch.equal(s1[k], m3.state_dict()[k]) for k in s1)
+    assert full_loss(m1, data, cfg) < before
+
+
+def test_train_cli_writes_loadable_weights(tmp_path: Path) -> None:
+    """``python -m policies.train`` on a tiny featurised cache: weights the policy loads."""
+    from policies.train import main
+
+    data = tmp_path / "cache" / "train"
+    data.mkdir(parents=True)
+    for i, c in enumerate(_toy_data(1)):
+        np.savez(data / f"train_{i:04d}.npz", x=c.x, agent_target=c.agent_target, user_target=c.user_target)
+    out = tmp_path / "w"
+    assert main(["--data", str(tmp_path / "cache"), "--out", str(out), "--steps", "3", "--threads", "1"]) == 0
+    pol = PredictorPolicy(PredictorConfig(weights=str(out / "predictor.pt")))
+    res = pol.step(_inp())
+    assert set(res.probs) >= {"barge_in", "backchannel", "end_of_turn", "hold"}
+    assert abs(sum(res.probs[k] for k in ("continue", "backchannel", "barge_in")) - 1) < 1e-5
