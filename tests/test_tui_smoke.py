@@ -28,8 +28,17 @@ at = 0.5
 """
 
 
+SOCKET = f"duplex-smoke-{os.getpid()}"
+"""A private tmux server: another tmux on the machine cannot resize or capture our window."""
+
+
+ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+"""The app sizes itself from COLUMNS/LINES when they are set (they are, under pytest): drop them."""
+
+
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["tmux", "-L", SOCKET, *args], check=True, capture_output=True, text=True,
+                          env=ENV).stdout
 
 
 def wait_for(name: str, predicate, timeout: float) -> str:
@@ -47,10 +56,11 @@ def test_talk_simulate_shows_the_transcript_in_a_terminal(tmp_path) -> None:
     script = tmp_path / "hello.toml"
     script.write_text(SCRIPT)
     out = tmp_path / "session"
-    name = f"duplex-smoke-{os.getpid()}"
+    name = "smoke"
     cmd = (f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m duplex.cli talk "
            f"--simulate {shlex.quote(str(script))} --out {shlex.quote(str(out))}; echo EXIT=$?; sleep 600")
     tmux("new-session", "-d", "-s", name, "-x", "130", "-y", "42", cmd)
+    assert tmux("display-message", "-p", "-t", name, "#{window_width}x#{window_height}").strip() == "130x42"
     try:
         # The user's words, then the agent's reply, then the end of the conversation.
         screen = wait_for(name, lambda s: "you   hello" in s, timeout=300)
@@ -67,4 +77,4 @@ def test_talk_simulate_shows_the_transcript_in_a_terminal(tmp_path) -> None:
         assert "session recorded in" in screen
         assert (out / "agent.wav").stat().st_size > 44 and (out / "events.jsonl").stat().st_size > 0
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(["tmux", "-L", SOCKET, "kill-server"], capture_output=True)
