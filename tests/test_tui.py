@@ -441,3 +441,49 @@ def test_talk_with_pyaudio_but_no_device(monkeypatch, capsys) -> None:
             pass
 
     assert live_audio_available(types.SimpleNamespace(PyAudio=PA)) is False
+
+
+def test_live_audio_needs_an_input_and_an_output_device() -> None:
+    from tui.cli import live_audio_available
+
+    class PA:
+        def get_default_input_device_info(self):
+            return {"index": 0}
+
+        def get_default_output_device_info(self):
+            return {"index": 1}
+
+        def terminate(self) -> None:
+            pass
+
+    assert live_audio_available(types.SimpleNamespace(PyAudio=PA)) is True
+
+
+def test_paused_recording_writes_silence_and_keeps_only_notices(tmp_path) -> None:
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from duplex.audio import FRAME_SAMPLES
+    from duplex.config import load_config
+    from duplex.session.recorder import Recorder
+    from tui.session import RecordingGate
+
+    gate = RecordingGate(Recorder(tmp_path, load_config()))
+    loud = np.full(FRAME_SAMPLES, 0.5, dtype=np.float32)
+    gate.on_audio(0.0, loud, loud)
+    gate.on_event(ASRPartial(0.0, text="kept", utterance=1))
+    gate.paused = True
+    gate.on_audio(0.032, loud, loud)
+    gate.on_event(ASRPartial(0.032, text="private", utterance=1))
+    gate.on_event(Notice(0.032, message="recording paused"))
+    gate.paused = False
+    gate.on_audio(0.064, loud, loud)
+    gate.recorder.close()
+    mic, _ = sf.read(tmp_path / "mic.wav", dtype="float32")
+    assert len(mic) == 3 * FRAME_SAMPLES  # still aligned with the session clock
+    assert np.abs(mic[FRAME_SAMPLES:2 * FRAME_SAMPLES]).max() == 0.0
+    assert np.abs(mic[2 * FRAME_SAMPLES:]).min() > 0.4
+    lines = [json.loads(s) for s in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e.get("text", e.get("message")) for e in lines] == ["kept", "recording paused"]
