@@ -22,20 +22,18 @@ LABEL_W = 6
 
 
 def _with_marks(words: list[str], line: Line, word_style: str) -> Text:
-    """The words with the inline backchannel marks slotted in at their word positions."""
+    """The words with the inline backchannel marks slotted in at their word positions
+    (one span per run of words, not per word: agent lines get long)."""
     out = Text()
-    marks = sorted(line.marks, key=lambda m: m.at)
-    k = 0
-    for i in range(len(words) + 1):
-        while k < len(marks) and min(marks[k].at, len(words)) == i:
-            m = marks[k]
-            out.append(" ‹" if out else "‹", MARK)
-            out.append(f"{'you' if m.who == 'user' else 'agent'}: {m.text}", MARK)
-            out.append("›", MARK)
-            k += 1
-        if i < len(words):
-            out.append(" " if out else "")
-            out.append(words[i], word_style)
+    prev = 0
+    for m in sorted(line.marks, key=lambda m: m.at):
+        at = min(m.at, len(words))
+        if at > prev:
+            out.append((" " if out else "") + " ".join(words[prev:at]), word_style)
+        out.append((" ‹" if out else "‹") + f"{'you' if m.who == 'user' else 'agent'}: {m.text}›", MARK)
+        prev = at
+    if prev < len(words):
+        out.append((" " if out else "") + " ".join(words[prev:]), word_style)
     return out
 
 
