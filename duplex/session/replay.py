@@ -1,0 +1,233 @@
+"""Replay: a recorded ``mic.wav`` through the whole pipeline again, on the simulated clock.
+
+The microphone side is fixed (the recording); the agent's side is regenerated. On the
+simulated clock the engine runs in lockstep, so the same session, config and models
+give byte-identical decision events on every replay. Outside commands the recording
+received (``say``, mute, a policy switch, an early end) are re-issued at the frame they
+took effect, reconstructed from the recorded events (:func:`recorded_commands`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
+from duplex.audio.source import frames_of, pace
+from duplex.config import Config, load_config
+from duplex.config import replace as replace_section
+from duplex.errors import ConfigError, SessionError
+from duplex.events import AgentTurnStarted, EndOfTurn, Event, Muted, Notice, SessionEnded
+from duplex.session.store import Session
+
+log = logging.getLogger(__name__)
+
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+NATURAL_END = "input ended"
+_POLICY_SWITCH = "policy switched to "
+_AEC_NOTICE = "echo cancellation: "
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def session_config(session: Session, profile: str | None = None, overrides: Sequence[dict[str, Any]] = ()) -> Config:
+    """The config to replay with: the recorded one (or ``profile``), then ``overrides``.
+
+    Keys this duplex no longer knows are dropped with a warning (a session recorded
+    today must replay tomorrow); a recorded value of the wrong type is a
+    :class:`SessionError`. MQTT is always off: a replay is not a device.
+    """
+    from duplex.config import _build, _merge  # the loader's own validation, on a dict
+
+    off = {"mqtt": {"enabled": False}}
+    if profile is not None:
+        cfg = load_config(profile, [*overrides, off])
+    else:
+        data = _known_keys(Config, session.config, "", session.path)
+        try:
+            _build(Config, data)
+        except ConfigError as exc:
+            raise SessionError(f"{session.path / 'session.json'}: config: {exc}") from None
+        for o in [*overrides, off]:
+            data = _merge(data, o)
+        cfg = _build(Config, data)
+    if cfg.aec.mode == "auto":
+        # `auto` cancels echo only on a live microphone, and a replay is never live: do
+        # what the recording did (its canceller announced itself), or nothing.
+        cfg = replace_section(cfg, "aec", mode=recorded_aec(session.events) or "off")
+    return cfg
+
+
+def recorded_aec(events: Sequence[Event]) -> str | None:
+    """The echo-cancellation backend the recording ran, from the notice it published."""
+    for e in events:
+        if isinstance(e, Notice) and e.message.startswith(_AEC_NOTICE):
+            return e.message[len(_AEC_NOTICE):].split(",")[0].strip() or None
+    return None
+
+
+def _known_keys(cls: Any, data: dict[str, Any], prefix: str, where: Path) -> dict[str, Any]:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if k not in hints:
+            log.warning("%s: recorded config key %s%s is unknown to this duplex; ignored", where, prefix, k)
+            continue
+        tp = hints[k]
+        out[k] = _known_keys(tp, v, f"{prefix}{k}.", where) if dataclasses.is_dataclass(tp) and isinstance(v, dict) else v
+    return out
+
+
+# --- recorded commands ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """An outside command, re-issued just before the engine ticks frame ``frame``."""
+
+    frame: int
+    name: str
+    """``say``, ``mute``, ``unmute``, ``policy`` or ``end``."""
+    arg: str = ""
+
+
+def recorded_commands(events: Sequence[Event], n_frames: int) -> list[Command]:
+    """Outside commands the recorded engine obeyed, from the traces they left.
+
+    * ``say``: an :class:`AgentTurnStarted` with no :class:`EndOfTurn` of the same turn
+      at the same instant (a reply the user did not prompt);
+    * mute/unmute: :class:`Muted`; a policy switch: its :class:`Notice`;
+    * ``end``: a :class:`SessionEnded` for another reason than the input ending.
+    """
+    out: list[Command] = []
+    eot_at = {(e.turn, round(e.t, 6)) for e in events if isinstance(e, EndOfTurn)}
+    for e in events:
+        frame = max(0, int(round(e.t / FRAME_S)))
+        match e:
+            case AgentTurnStarted() if (e.turn, round(e.t, 6)) not in eot_at:
+                out.append(Command(frame, "say", e.prompt))
+            case Muted():
+                out.append(Command(frame, "mute" if e.muted else "unmute"))
+            case Notice() if e.message.startswith(_POLICY_SWITCH):
+                out.append(Command(frame, "policy", e.message[len(_POLICY_SWITCH):].strip()))
+            case SessionEnded() if e.reason != NATURAL_END:
+                out.append(Command(max(0, n_frames - 1), "end", e.reason))
+            case _:
+                pass
+    return out
+
+
+class ReplaySource:
+    """The recorded microphone as an audio source that re-issues recorded commands.
+
+    ``engine`` must be set (``on_engine``) before iteration when there are commands.
+    """
+
+    live = False
+
+    def __init__(self, mic: np.ndarray, commands: Sequence[Command] = (), *, realtime: bool = False,
+                 name: str = "replay", switch_policy: bool = True) -> None:
+        self.mic = mic
+        self.commands = sorted(commands, key=lambda c: c.frame)
+        self.realtime = realtime
+        self.name = name
+        self.switch_policy = switch_policy
+        self.engine: Any = None
+
+    async def frames(self) -> AsyncIterator[np.ndarray]:
+        t0 = asyncio.get_running_loop().time()
+        pending = list(self.commands)
+        for i, frame in enumerate(frames_of(self.mic)):
+            while pending and pending[0].frame <= i:
+                self._issue(pending.pop(0))
+            if self.realtime:
+                await pace(i, t0)
+            yield frame
+
+    def _issue(self, c: Command) -> None:
+        eng = self.engine
+        if eng is None:
+            raise SessionError("replay source has recorded commands but no engine to give them to")
+        match c.name:
+            case "say":
+                eng.say(c.arg)
+            case "mute" | "unmute":
+                eng.set_muted(c.name == "mute")
+            case "policy" if self.switch_policy:
+                eng.set_policy(c.arg)
+            case "end":
+                eng.end(c.arg)
+            case _:
+                pass
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def fresh_state(models: Any) -> None:
+    """Put stateful models back in their just-loaded state before a run.
+
+    PocketSphinx adapts its cepstral mean (CMN) over every utterance it decodes and keeps
+    it across sessions, so without this a replay's words, hence its decisions, depend on
+    whatever the process decoded before. (This belongs in ``Listener.reset``; until the
+    ASR interface has a ``reset``, the packaged backend is reset here.)
+    """
+    asr = getattr(models, "asr", None)
+    reset = getattr(asr, "reset", None)
+    if callable(reset):
+        reset()
+        return
+    dec = getattr(asr, "_dec", None)
+    if dec is not None and hasattr(dec, "set_cmn"):
+        dec.set_cmn(dec.config["cmninit"])
+
+
+
+async def replay(
+    session: Session,
+    cfg: Config,
+    models: Any,
+    *,
+    realtime: bool = False,
+    session_dir: Path | None = None,
+    subscribers: Sequence[Callable[[Event], None]] = (),
+    switch_policy: bool = True,
+) -> Any:
+    """Run one replay of ``session``; returns :class:`duplex.app.RunResult`."""
+    from duplex.app import run_conversation
+    from duplex.session.recorder import as_recorded
+
+    source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames), realtime=realtime,
+                          name=f"replay of {session.path.name}", switch_policy=switch_policy)
+
+    def on_engine(engine: Any) -> None:
+        source.engine = engine
+        if session_dir is not None:
+            engine.add_mic_filter(as_recorded)  # a no-op on recorded audio; keeps the new session exact
+
+    fresh_state(models)
+    return await run_conversation(cfg, models, source, session_dir=session_dir, subscribers=list(subscribers),
+                                  on_engine=on_engine)
+
+
+def was_lockstep(session: Session) -> bool:
+    """Whether the recording ran on the simulated clock (every decision on a frame edge).
+
+    A live recording's decisions depend on how fast the machine computed; a replay on
+    the simulated clock will not reproduce them exactly.
+    """
+    clock = session.meta.get("clock")
+    if clock in ("simulated", "monotonic"):
+        return clock == "simulated"
+    ts = [e.t for e in session.events if e.DECISION]
+    return all(abs(t / FRAME_S - round(t / FRAME_S)) < 1e-4 for t in ts)
