@@ -147,6 +147,7 @@ async def run_conversation(
     bus: EventBus | None = None,
     keep_events: bool = True,
     on_engine: Callable[[Engine], Any] | None = None,
+    on_bridge: Callable[[Any], Any] | None = None,
 ) -> RunResult:
     """Run one conversation to its end, recording it into ``session_dir`` if given."""
     from policies import make_policy
@@ -176,6 +177,8 @@ async def run_conversation(
         async with mqtt_cm as bridge:
             if bridge is not None:
                 bus.subscribe(bridge.on_event)
+                if on_bridge is not None:
+                    on_bridge(bridge)
             if on_engine is not None:
                 on_engine(engine)
             stats = await engine.run()

@@ -217,6 +217,12 @@ class Engine:
     def end(self, reason: str = "ended by command") -> None:
         self._ending = reason
 
+    def use_policy(self, policy: TurnPolicy) -> None:
+        """Switch to an already built policy (built off the loop by the caller)."""
+        policy.reset()
+        self.policy = policy
+        self._emit(Notice(self.clock.now(), message=f"policy switched to {policy.name}"))
+
     def set_policy(self, name: str) -> None:
         from dataclasses import replace
 
@@ -242,7 +248,9 @@ class Engine:
                     ended_by = self._ending
                     break
             else:
-                if not self.live:
+                # A finite input (file, script) ended: let the agent finish its reply,
+                # feeding silence, paced on the wall clock when the run is live.
+                if getattr(self.source, "finite", not self.source.live):
                     await self._drain()
         finally:
             await self._drop_speculation()
@@ -257,9 +265,14 @@ class Engine:
         return self.stats
 
     async def _drain(self) -> None:
+        from duplex.audio.source import pace
+
         silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         limit = int(DRAIN_LIMIT_S / FRAME_S)
-        for _ in range(limit):
+        t0 = asyncio.get_running_loop().time()
+        for k in range(limit):
+            if self.live:
+                await pace(k, t0)
             idle = self._reply is None and not self._user_turn_open and not self.player.busy
             if idle and not self.listener.seg.speaking and not self._say_queue:
                 break

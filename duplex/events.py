@@ -51,6 +51,8 @@ class Event:
 
     t: float
     DECISION: ClassVar[bool] = False
+    NOT_COMPARED: ClassVar[tuple[str, ...]] = ()
+    """Fields a replay does not compare: they depend on compute speed, not on decisions."""
 
     @property
     def type(self) -> str:
@@ -71,6 +73,11 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+    def decision_key(self) -> str:
+        """The JSON a replay compares byte for byte (``to_json`` less ``NOT_COMPARED``)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NOT_COMPARED}
+        return json.dumps(d, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,9 @@ class AgentTurnEnded(ControlEvent):
     generated: str = ""
     heard: str = ""
     DECISION: ClassVar[bool] = True
+    # How far the LLM got before a barge-in depends on the machine's speed; what was
+    # heard does not (lockstep playback waits for audio).
+    NOT_COMPARED: ClassVar[tuple[str, ...]] = ("generated",)
 
 
 # --- decisions while both may speak ----------------------------------------------------

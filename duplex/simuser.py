@@ -313,6 +313,7 @@ class SimulatedUser:
     """An audio source that speaks its script in reaction to the agent's events."""
 
     live = False
+    finite = True
     name = "simulated user"
 
     def __init__(self, utterances: list[Utterance], voice: UserVoice, *, base_dir: Path | None = None,

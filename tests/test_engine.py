@@ -112,6 +112,6 @@ def test_backchannel_does_not_cancel_the_reply(cfg, models):
 
 def test_lockstep_runs_are_deterministic(cfg, models, barge_run):
     again = run_script(cfg, models, BARGE_IN)
-    a = [e.to_json() for e in barge_run.events if e.DECISION]
-    b = [e.to_json() for e in again.events if e.DECISION]
+    a = [e.decision_key() for e in barge_run.events if e.DECISION]
+    b = [e.decision_key() for e in again.events if e.DECISION]
     assert a == b

@@ -52,6 +52,7 @@ class ArraySource:
     """Frames from audio already in memory (a WAV read, a rendered script)."""
 
     live = False
+    finite = True
 
     def __init__(self, audio: np.ndarray, name: str = "array", realtime: bool = False) -> None:
         self.audio = audio.astype(np.float32, copy=False)
@@ -80,6 +81,7 @@ class MicSource:
     """
 
     live = True
+    finite = False
     name = "microphone"
 
     def __init__(self, max_queue: int = 64, device: int | None = None, pyaudio_module: Any = None) -> None:
