@@ -251,7 +251,7 @@ class MQTTConfig:
                 raise bad(key, f"must be > 0 seconds, got {getattr(self, key)}")
 
 
-AEC_BACKENDS = ("webrtc", "speex")
+AEC_BACKENDS = ("hybrid", "webrtc", "speex")
 """Echo-canceller backends, best first (see docs/echo.md); ``auto`` takes the first installed."""
 
 
@@ -261,7 +261,8 @@ class AECConfig:
 
     mode: str = "auto"
     """``auto`` (the best installed backend, off with a notice if none), ``off`` (headphones),
-    or a backend: ``webrtc`` (WebRTC AEC3 via pywebrtc-audio) or ``speex`` (system libspeexdsp)."""
+    or a backend: ``hybrid`` (WebRTC AEC3 + Speex, full duplex through double talk), ``webrtc``
+    (WebRTC AEC3 via pywebrtc-audio) or ``speex`` (the system's libspeexdsp)."""
     delay_ms: int = -1
     """Playback-to-capture delay; -1 means estimate it (continuously, by cross-correlation)."""
     tail_ms: int = 200
