@@ -79,6 +79,7 @@ def test_an_endpoint_that_does_not_answer_is_listed_as_absent():
     assert not llm.present and "cannot connect" in llm.note
 
 
+@pytest.mark.slow
 def test_duplex_models_on_the_command_line_exits_1_when_something_is_missing():
     out = subprocess.run(
         [sys.executable, "-m", "duplex.cli", "models", "--config", "quality",

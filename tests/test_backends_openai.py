@@ -31,8 +31,8 @@ def _cfg(url: str, **kw) -> LLMConfig:
     return LLMConfig(backend="openai", url=url, **kw)
 
 
-def _long_prompt(salt: str, words: int = 200) -> list[dict[str, str]]:
-    """~700 tokens, different for each ``salt``: the server's prefix cache must not help."""
+def _long_prompt(salt: str, words: int = 150) -> list[dict[str, str]]:
+    """~500 tokens, different for each ``salt``: the server's prefix cache must not help."""
     text = " ".join(f"{salt}{i % 97}" for i in range(words))
     return [{"role": "user", "content": f"{salt}: summarise this list: {text}"}]
 
@@ -45,6 +45,7 @@ def test_a_reply_streams_in_pieces_from_the_server(llama_server):  # noqa: F811
     assert llm._model == str(llama_server.model_path)  # discovered through GET /models
 
 
+@pytest.mark.slow
 def test_greedy_replies_over_http_equal_the_in_process_model(llama_server):  # noqa: F811
     """Same GGUF, same sampling parameters: the HTTP backend adds transport, not changes."""
     from duplex.stages.llm import LlamaCppLLM
@@ -56,6 +57,7 @@ def test_greedy_replies_over_http_equal_the_in_process_model(llama_server):  # n
     assert http == inproc
 
 
+@pytest.mark.slow
 def test_cancel_mid_reply_closes_the_connection_and_the_server_stops(llama_server):  # noqa: F811
     llm = OpenAILLM(_cfg(llama_server.url, max_tokens=400))
     mark = len(llama_server.log_text())
@@ -75,6 +77,7 @@ def test_cancel_mid_reply_closes_the_connection_and_the_server_stops(llama_serve
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.slow
 def test_cancel_while_waiting_for_the_first_token_returns_at_once(llama_server):  # noqa: F811
     llm = OpenAILLM(_cfg(llama_server.url, max_tokens=4))
     mark = len(llama_server.log_text())
@@ -87,6 +90,7 @@ def test_cancel_while_waiting_for_the_first_token_returns_at_once(llama_server):
     assert llama_server.wait_for_log("Disconnected from client", timeout=120, after=mark)
 
 
+@pytest.mark.slow
 def test_a_slow_first_token_times_out_with_one_line(llama_server):  # noqa: F811
     llm = OpenAILLM(_cfg(llama_server.url, read_timeout_s=0.05, retries=0, max_tokens=4))
     mark = len(llama_server.log_text())
