@@ -99,8 +99,20 @@ def test_the_reply_instruction_names_the_language():
     assert reply_language_instruction(None) == "" and reply_language_instruction("") == ""
 
 
-def test_kokoro_switches_to_its_voice_for_a_language_it_speaks():
-    kokoro = TTSConfig(backend="kokoro", voice="af_heart", language="en")
+@pytest.fixture
+def kokoro_dir(tmp_path: Path) -> Path:
+    """Kokoro's file layout with a few voices (placeholders: only their presence is read)."""
+    d = tmp_path / "kokoro"
+    (d / "voices").mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "kokoro-v1_0.pth").write_bytes(b"")
+    for voice in ("af_heart", "ef_dora", "ff_siwis", "em_alex"):
+        (d / "voices" / f"{voice}.pt").write_bytes(b"")
+    return d
+
+
+def test_kokoro_switches_to_its_voice_for_a_language_it_speaks(kokoro_dir):
+    kokoro = TTSConfig(backend="kokoro", model=str(kokoro_dir), voice="af_heart", language="en")
     assert voice_for_language(kokoro, "en") == (kokoro, None)
     cfg, notice = voice_for_language(kokoro, "es")
     assert notice is None and (cfg.voice, cfg.language, cfg.backend) == ("ef_dora", "es", "kokoro")
@@ -108,13 +120,20 @@ def test_kokoro_switches_to_its_voice_for_a_language_it_speaks():
     assert (cfg.voice, cfg.language) == ("ff_siwis", "fr")
 
 
-def test_kokoro_has_no_german_so_the_default_voice_speaks_with_a_notice():
-    cfg, notice = voice_for_language(TTSConfig(backend="kokoro", voice="af_heart"), "de")
+def test_a_kokoro_voice_that_is_not_on_disk_is_not_offered(kokoro_dir):
+    cfg, notice = voice_for_language(TTSConfig(backend="kokoro", model=str(kokoro_dir), voice="af_heart"), "it")
+    assert cfg is None and "if_sara" in notice and "default voice" in notice
+    cfg, notice = voice_for_language(TTSConfig(backend="kokoro", voice="af_heart"), "es")  # nothing cached
+    assert cfg is None and "huggingface-cli download" in notice
+
+
+def test_kokoro_has_no_german_so_the_default_voice_speaks_with_a_notice(kokoro_dir):
+    cfg, notice = voice_for_language(TTSConfig(backend="kokoro", model=str(kokoro_dir), voice="af_heart"), "de")
     assert cfg is None and "no German voice" in notice
 
 
-def test_configured_voices_win_over_kokoros_defaults():
-    kokoro = TTSConfig(backend="kokoro", voice="af_heart", voices="es=em_alex")
+def test_configured_voices_win_over_kokoros_defaults(kokoro_dir):
+    kokoro = TTSConfig(backend="kokoro", model=str(kokoro_dir), voice="af_heart", voices="es=em_alex")
     cfg, _ = voice_for_language(kokoro, "es")
     assert (cfg.voice, cfg.language) == ("em_alex", "es")
 
@@ -124,9 +143,16 @@ def test_piper_reads_its_voices_language_and_takes_others_from_tts_voices(tmp_pa
     assert voice_for_language(piper, "en") == (piper, None)
     cfg, notice = voice_for_language(piper, "es")
     assert cfg is None and 'tts.voices = "es=/path/to/voice.onnx"' in notice
-    mapped = replace(load_config(), "tts", voices="es=/voices/es_ES-davefx-medium.onnx").tts
+    es = tmp_path / "es_ES-davefx-medium.onnx"
+    es.write_bytes(b"")
+    mapped = replace(load_config(), "tts", voices=f"es={es},de={tmp_path / 'absent.onnx'}").tts
     cfg, notice = voice_for_language(mapped, "es")
-    assert notice is None and cfg.voice == "/voices/es_ES-davefx-medium.onnx" and cfg.backend == "piper"
+    assert cfg is None and "no es_ES-davefx-medium.onnx.json beside it" in notice
+    (tmp_path / "es_ES-davefx-medium.onnx.json").write_text('{"language": {"code": "es_ES"}}')
+    cfg, notice = voice_for_language(mapped, "es")
+    assert notice is None and cfg.voice == str(es) and cfg.backend == "piper"
+    cfg, notice = voice_for_language(mapped, "de")
+    assert cfg is None and "not found" in notice
 
 
 def test_voice_lists_parse_leniently():

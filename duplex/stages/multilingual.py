@@ -97,7 +97,9 @@ def current_language(cfg: TTSConfig) -> str:
 def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig | None, str | None]:
     """A TTS config that speaks ``lang``, or ``(None, notice)`` to keep the default voice.
 
-    Returns ``(tts_cfg, None)`` unchanged when the configured voice already speaks it.
+    Returns ``(tts_cfg, None)`` unchanged when the configured voice already speaks it. A
+    voice is only offered when its files are on disk (nothing is downloaded), so building
+    a TTS from the returned config fails only if the files are corrupt.
     """
     base = base_language(lang)
     if not base or base == current_language(tts_cfg):
@@ -107,7 +109,9 @@ def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig 
     voice = voices.get((lang or "").lower()) or voices.get(base)
     if voice:
         language = base if tts_cfg.backend != "kokoro" or base in _kokoro_languages() else tts_cfg.language
-        return dataclasses.replace(tts_cfg, voice=voice, language=language), None
+        chosen = dataclasses.replace(tts_cfg, voice=voice, language=language)
+        missing = _missing_voice(chosen)
+        return (None, f"{missing}; replying in the default voice") if missing else (chosen, None)
     if tts_cfg.backend == "kokoro":
         from duplex.stages.kokoro_tts import _EXTRA_G2P, KOKORO_LANGUAGES
 
@@ -118,12 +122,33 @@ def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig 
                     f"Kokoro's {name} voice needs pip install '{_EXTRA_G2P[code][1]}'; "
                     "replying in the default voice"
                 )
-            return dataclasses.replace(tts_cfg, voice=default_voice, language=base), None
+            chosen = dataclasses.replace(tts_cfg, voice=default_voice, language=base)
+            missing = _missing_voice(chosen)
+            return (None, f"{missing}; replying in the default voice") if missing else (chosen, None)
         return None, f"Kokoro has no {name} voice; replying in {name} with the default voice"
     return None, (
         f"no {name} voice configured: add tts.voices = \"{base}=/path/to/voice.onnx\"; "
         "replying with the default voice"
     )
+
+
+def _missing_voice(cfg: TTSConfig) -> str | None:
+    """Why the voice of ``cfg`` cannot be loaded from disk (``None`` when it can)."""
+    if cfg.backend == "kokoro":
+        from duplex.models import kokoro_voice_path, locate_kokoro
+
+        try:
+            kokoro_voice_path(locate_kokoro(cfg), cfg.voice)
+        except ModelError as exc:
+            return str(exc)
+        return None
+    try:
+        path = resolve_model_path(cfg.voice)
+    except ModelError as exc:
+        return f"piper voice {cfg.voice} not found ({exc})"
+    if not path.with_suffix(path.suffix + ".json").exists():
+        return f"piper voice {path} has no {path.name}.json beside it"
+    return None
 
 
 def _kokoro_languages() -> set[str]:
