@@ -69,7 +69,7 @@ class LLMConfig:
     seed: int = 1234
     n_ctx: int = 2048
     threads: int = 0
-    """0 means one thread per core, less one for the audio loop."""
+    """0 means half the cores (one on a 2-core machine: the rest runs VAD, ASR and TTS)."""
     history_turns: int = 6
     url: str = ""
     """openai backend: base URL, e.g. http://127.0.0.1:8000/v1."""
@@ -136,6 +136,8 @@ class PredictorConfig:
     backchannel_threshold: float = 0.0
     end_of_turn_threshold: float = 0.0
     backchannel_opportunity_threshold: float = 0.0
+    end_of_turn_min_silence_ms: int = -1
+    """Silence before the model may end a turn; -1 means the value tuned with the weights."""
     agent_backchannels: bool = True
     agent_backchannel_min_gap_s: float = 6.0
     max_silence_ms: int = 1500

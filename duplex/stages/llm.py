@@ -33,9 +33,15 @@ class LLM(Protocol):
 
 
 def default_threads(cfg_threads: int) -> int:
+    """Threads for llama.cpp: half the cores, at least one.
+
+    llama.cpp's threads spin while they wait for each other; on a 2-core machine that
+    also runs VAD, ASR and TTS, two LLM threads fight the audio loop and a token can take
+    seconds (measured: 3.2 s/token with 2 threads vs 27-53 ms with 1 under load).
+    """
     if cfg_threads > 0:
         return cfg_threads
-    return max(1, (os.cpu_count() or 2) - 1) if (os.cpu_count() or 1) > 2 else (os.cpu_count() or 1)
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 class LlamaCppLLM:
