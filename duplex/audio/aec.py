@@ -474,7 +474,11 @@ def make_aec(cfg: AECConfig, notice: Callable[[str], None] | None = None,
         name = cfg.mode
     aec = EchoCanceller(make_backend(name, cfg), cfg, frame)
     if notice is not None:
-        notice(aec.describe())
+        hint = ""
+        if cfg.mode == "auto" and name == "webrtc":
+            hint = ("; install libspeexdsp1 for the hybrid canceller, which keeps the user's voice "
+                    "when both talk at once")
+        notice(aec.describe() + hint)
     return aec
 
 
