@@ -196,6 +196,9 @@ class Engine:
         self._frame_index = 0
         self._speech_end_t = 0.0
         self._last_turn_texts: list[str] = []
+        self._lang: str | None = None
+        self._tts: TTS = models.tts
+        self._voices: dict[str, TTS] = {}
         self._last_asr_compute = 0.0
 
     # --- public API -------------------------------------------------------------------
@@ -459,7 +462,8 @@ class Engine:
             if self._spec.user_text == text:
                 return
             await self._drop_speculation()
-        self._spec = self._new_reply(self.history.preview(text), None, gated=True, user_text=text)
+        self._spec = self._new_reply(self.history.preview(text, self._language_instruction()), None,
+                                     gated=True, user_text=text)
         self._spec.start()
 
     async def _drop_speculation(self) -> None:
@@ -483,10 +487,11 @@ class Engine:
         if not text:
             self._emit(Notice(t, message="end of turn with no words recognised; not replying"))
             return
+        language_changed = await self._follow_language(t)
         self.history.add_user(text)
         self._timing = _TurnTiming(self._speech_end_t, t, asr_compute, PerfTimer.now())
         spec, self._spec = self._spec, None
-        if spec is not None and spec.user_text == text and not spec.cancelled:
+        if spec is not None and spec.user_text == text and not spec.cancelled and not language_changed:
             self._turn += 1
             self.stats.turns += 1
             self._reply = spec
@@ -495,14 +500,53 @@ class Engine:
             return
         if spec is not None:
             await spec.cancel()
-        await self._start_reply(messages=self.history.messages())
+        await self._start_reply(messages=self.history.messages(self._language_instruction()))
+
+    def _language_instruction(self) -> str:
+        from duplex.stages.multilingual import base_language, reply_language_instruction
+
+        if not self._lang or base_language(self._lang) == base_language(self.cfg.tts.language):
+            return ""
+        return reply_language_instruction(self._lang)
+
+    async def _follow_language(self, t: float) -> bool:
+        """Reply in the language the recogniser heard, with a matching voice where there is one."""
+        from duplex.events import LanguageDetected
+        from duplex.stages.multilingual import voice_for_language
+
+        asr = self.models.asr
+        lang = getattr(asr, "language", None)
+        if not lang or lang == self._lang:
+            return False
+        first = self._lang is None
+        self._lang = lang
+        self._emit(LanguageDetected(t, language=lang, probability=float(getattr(asr, "language_probability", 0.0) or 0.0)))
+        voice_cfg, notice = voice_for_language(self.cfg.tts, lang)
+        if voice_cfg is None:
+            self._tts = self.models.tts
+            if notice:
+                self._emit(Notice(t, message=notice))
+        elif voice_cfg == self.cfg.tts:
+            self._tts = self.models.tts
+        else:
+            if lang not in self._voices:
+                from duplex.stages.factory import make_tts
+
+                loop = asyncio.get_running_loop()
+                try:
+                    self._voices[lang] = await loop.run_in_executor(self._tts_pool, make_tts, voice_cfg)
+                except DuplexError as exc:
+                    self._emit(StageError(t, stage="tts", message=f"no voice for {lang}: {exc}"))
+                    self._voices[lang] = self.models.tts
+            self._tts = self._voices[lang]
+        return not (first and self._language_instruction() == "")
 
     def _new_reply(self, messages: list[dict[str, str]], fixed_text: str | None, gated: bool = False,
                    user_text: str = "") -> Reply:
         return Reply(
             self._turn + 1,
             llm=self.models.llm,
-            tts=self.models.tts,
+            tts=self._tts,
             messages=messages or [],
             fixed_text=fixed_text,
             player=self.player,

@@ -42,12 +42,12 @@ class History:
     def add_agent(self, heard: str, interrupted: bool = False) -> None:
         self.turns.append(Turn("assistant", heard.strip(), interrupted))
 
-    def preview(self, user_text: str) -> list[dict[str, str]]:
+    def preview(self, user_text: str, extra_system: str = "") -> list[dict[str, str]]:
         """The messages as they will be once ``user_text`` is added (history unchanged)."""
         saved = list(self.turns)
         self.add_user(user_text)
         try:
-            return self.messages()
+            return self.messages(extra_system)
         finally:
             self.turns = saved
 
