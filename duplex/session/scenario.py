@@ -462,8 +462,10 @@ class ScenarioRunner:
         cfg = scenario_config(self.cfg, scn, [*self.overrides, *overrides])
         t0 = PerfTimer.now()
         voice = UserVoice(scn.voice, self.models.tts)
+        # Go on long enough after the last line that a late answer is measured, not cut off.
+        waits = [ln.respond_within_ms / 1000 + 0.5 for ln in scn.lines if ln.respond_within_ms is not None]
         user = SimulatedUser([ln.utterance for ln in scn.lines], voice, base_dir=scn.base_dir,
-                             tail_s=scn.tail_s, max_wait_s=scn.max_wait_s)
+                             tail_s=max([scn.tail_s, *waits]), max_wait_s=scn.max_wait_s)
         source = _ScenarioSource(user, f"scenario {scn.name}")
 
         def on_engine(engine: Any) -> None:
