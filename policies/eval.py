@@ -281,8 +281,9 @@ def tune_thresholds(weights: Path, dev_wavs: Sequence[Path], progress: bool = Tr
     """Pick decision thresholds on the dev cases (held-out voices).
 
     Barge-in: the lowest p50 latency with at most 2 % false and 2 % missed barge-ins
-    (else the fewest errors). End of turn: the lowest p50 delay with at most 2 %
-    premature cut-offs (else the fewest). Backchannel: the best backchannel F1.
+    (else the fewest errors). End of turn (threshold and minimum silence): the lowest p50
+    delay with at most 2 % premature cut-offs (else the fewest). Backchannel: the best
+    backchannel F1.
     """
     from duplex.config import PredictorConfig
     from policies.predictor import PredictorPolicy
@@ -300,34 +301,40 @@ def tune_thresholds(weights: Path, dev_wavs: Sequence[Path], progress: bool = Tr
             pu.append(u)
         prepared.append((case, runner, _Replay(pol, np.array(pa), np.array(pu))))
 
-    def run(thr_barge: float, thr_bc: float, thr_eot: float) -> dict:
-        pol.thr_barge, pol.thr_bc, pol.thr_eot = thr_barge, thr_bc, thr_eot
+    def run(thr_barge: float, thr_bc: float, thr_eot: float, min_sil: float = 0.0) -> dict:
+        pol.thr_barge, pol.thr_bc, pol.thr_eot, pol.eot_min_silence = thr_barge, thr_bc, thr_eot, min_sil
         scores = [score_case(case.events, runner.run(rep)) for case, runner, rep in prepared]
         return summarise(scores, np.zeros(0))
 
     grid = [round(x, 3) for x in np.concatenate([np.arange(0.2, 0.9, 0.05), [0.9, 0.93, 0.96, 0.98]])]
     best_b: tuple[float, float] = (math.inf, 0.5)
-    best_e: tuple[float, float] = (math.inf, 0.5)
+    best_e: tuple[float, float, float] = (math.inf, 0.5, 0.0)
     for thr in grid:
-        m = run(thr, 0.5, thr)
-        fb, mb = m["false_barge_in_rate"] or 0.0, m["missed_barge_in_rate"] or 0.0
-        lat = (m["barge_in_latency_ms_p50"] or 5000) / 1000
-        cost_b = lat if fb <= 0.02 and mb <= 0.02 else 10 + 10 * (fb + mb) + lat
-        if cost_b < best_b[0]:
-            best_b = (cost_b, thr)
-        pm, me = m["eot_premature_rate"] or 0.0, m["eot_missed_rate"] or 0.0
-        dl = (m["eot_delay_ms_p50"] or 5000) / 1000
-        cost_e = dl + me if pm <= 0.02 else 10 + 10 * pm + dl
-        if cost_e < best_e[0]:
-            best_e = (cost_e, thr)
-        log.info("threshold %.3f: false %.3f missed %.3f p50 %.3f | premature %.3f p50 %.3f", thr, fb, mb, lat, pm, dl)
+        for min_sil in (0.0, 0.1, 0.2, 0.3, 0.45, 0.6):
+            m = run(thr, 0.5, thr, min_sil)
+            if min_sil == 0.0:
+                fb, mb = m["false_barge_in_rate"] or 0.0, m["missed_barge_in_rate"] or 0.0
+                lat = (m["barge_in_latency_ms_p50"] or 5000) / 1000
+                cost_b = lat if fb <= 0.02 and mb <= 0.02 else 10 + 10 * (fb + mb) + lat
+                if cost_b < best_b[0]:
+                    best_b = (cost_b, thr)
+                log.info("barge-in threshold %.3f: false %.3f missed %.3f p50 %.3f", thr, fb, mb, lat)
+            pm, me = m["eot_premature_rate"] or 0.0, m["eot_missed_rate"] or 0.0
+            dl = (m["eot_delay_ms_p50"] or 5000) / 1000
+            cost_e = dl + me if pm <= 0.02 else 10 + 10 * pm + dl
+            if cost_e < best_e[0]:
+                best_e = (cost_e, thr, min_sil)
+            log.info("end-of-turn threshold %.3f, min silence %.2f: premature %.3f p50 %.3f", thr, min_sil, pm, dl)
     best_bc = (-1.0, 0.5)
     for thr in grid:
-        m = run(best_b[1], thr, best_e[1])
+        m = run(best_b[1], thr, best_e[1], best_e[2])
         f1 = m["per_class"]["backchannel"]["f1"] or 0.0
         if f1 > best_bc[0]:
             best_bc = (f1, thr)
-    out = {"barge_in": best_b[1], "backchannel": best_bc[1], "end_of_turn": best_e[1], "backchannel_opportunity": 0.6}
+    out = {
+        "barge_in": float(best_b[1]), "backchannel": float(best_bc[1]), "end_of_turn": float(best_e[1]),
+        "end_of_turn_min_silence_ms": int(round(best_e[2] * 1000)), "backchannel_opportunity": 0.6,
+    }
     log.info("tuned thresholds on %d dev cases: %s", len(prepared), out)
     return out
 

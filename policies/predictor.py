@@ -9,7 +9,7 @@ frames) gives both heads' probabilities. The decision rules on top are deliberat
   per user sound: it re-arms after 0.5 s of silence or 0.3 s of low probability); when the user's sound ends without
   a barge-in, BACKCHANNEL if ``p(backchannel)`` peaked above its threshold, else CONTINUE;
 * user's floor (``user_turn_open``): END_OF_TURN once ``p(end_of_turn)`` has been at
-  its threshold for two silent frames (or after ``max_silence_ms`` whatever the model says);
+  its threshold for two silent frames (after a tuned minimum silence) (or after ``max_silence_ms`` whatever the model says);
   BACKCHANNEL_OPPORTUNITY in a pause the model rates so (at most every
   ``agent_backchannel_min_gap_s``); HOLD otherwise.
 """
@@ -31,7 +31,9 @@ from policies.features import FEATURE_NAMES, Featurizer
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "predictor.pt"
-DEFAULT_THRESHOLDS = {"barge_in": 0.5, "backchannel": 0.5, "end_of_turn": 0.5, "backchannel_opportunity": 0.6}
+DEFAULT_THRESHOLDS = {
+    "barge_in": 0.5, "backchannel": 0.5, "end_of_turn": 0.5, "backchannel_opportunity": 0.6, "end_of_turn_min_silence_ms": 0,
+}
 REARM_SILENCE_S = 0.5
 """After a barge-in, the next one needs a new user sound after this much silence..."""
 REARM_FRAMES = 10
@@ -91,6 +93,8 @@ class PredictorPolicy:
         self.thr_bc = pick(c.backchannel_threshold, "backchannel")
         self.thr_eot = pick(c.end_of_turn_threshold, "end_of_turn")
         self.thr_bco = pick(c.backchannel_opportunity_threshold, "backchannel_opportunity")
+        ms = c.end_of_turn_min_silence_ms
+        self.eot_min_silence = (ms if ms >= 0 else float(tuned["end_of_turn_min_silence_ms"])) / 1000
         self.features = Featurizer()
         self.reset()
 
@@ -156,7 +160,8 @@ class PredictorPolicy:
             self._bco_pause = False
             self._eot_run = 0
             return Decision.HOLD
-        self._eot_run = self._eot_run + 1 if p["end_of_turn"] >= self.thr_eot else 0
+        ready = p["end_of_turn"] >= self.thr_eot and x.silence >= self.eot_min_silence
+        self._eot_run = self._eot_run + 1 if ready else 0
         if x.silence * 1000 >= self.cfg.max_silence_ms or self._eot_run >= EOT_FRAMES:
             self._eot_run = 0
             return Decision.END_OF_TURN

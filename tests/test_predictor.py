@@ -92,6 +92,7 @@ def _run(wav: Path):
     return case, trace, score_case(case.events, trace)
 
 
+@pytest.mark.slow
 def test_policy_step_equals_batch_over_real_case_features() -> None:
     """The engine path (PolicyInput → features → numpy cache) equals a torch pass over the same frames."""
     from policies.eval import runner_for
@@ -114,6 +115,7 @@ def test_policy_step_equals_batch_over_real_case_features() -> None:
     np.testing.assert_allclose(np.array(probs), torch.softmax(la[0], -1)[:, 2].numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["barge_goforward_echo", "stereo06_noecho"])
 def test_real_person_barging_in_is_a_barge_in(name: str) -> None:
     """A real speaker talking over the agent (with and without echo) stops it, soon after onset."""
@@ -122,6 +124,7 @@ def test_real_person_barging_in_is_a_barge_in(name: str) -> None:
     assert s.barge_latency[0] < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["turn_goforward_noecho", "turn_wizard_echo"])
 def test_real_person_finishing_a_turn_gets_an_end_of_turn(name: str) -> None:
     case, trace, s = _run(DATA / f"{name}.wav")
