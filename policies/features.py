@@ -97,6 +97,20 @@ class Featurizer:
     def reset(self) -> None:
         self._mic = np.zeros(N_FFT, dtype=np.float32)
         self._play = np.zeros(N_FFT, dtype=np.float32)
+        self._partial: str | None = None
+        self._lex = np.zeros(5, dtype=np.float32)
+
+    def _lexical(self, partial: str) -> np.ndarray:
+        # Partials change every few frames at most; the regexes run once per change.
+        if partial != self._partial:
+            ws = words(partial)
+            self._lex = np.array(
+                [np.log1p(len(ws)), backchannel_score(partial), float(has_stop_word(partial)),
+                 float(bool(ws) and ws[-1] in CONTINUATION_WORDS), float(bool(ws))],
+                dtype=np.float32,
+            )
+            self._partial = partial
+        return self._lex
 
     def __call__(self, x: PolicyInput) -> np.ndarray:
         self._mic[:FRAME_SAMPLES] = self._mic[FRAME_SAMPLES:]
@@ -135,11 +149,6 @@ class Featurizer:
         out[k + 4] = float(x.agent_speaking)
         out[k + 5] = min(x.agent_spoken, 6.0) / 3.0
         k += 6
-        ws = words(x.partial)
-        out[k] = np.log1p(len(ws))
-        out[k + 1] = backchannel_score(x.partial)
-        out[k + 2] = float(has_stop_word(x.partial))
-        out[k + 3] = float(bool(ws) and ws[-1] in CONTINUATION_WORDS)
-        out[k + 4] = float(bool(ws))
+        out[k : k + 5] = self._lexical(x.partial)
         assert k + 5 == N_FEATURES, (k, N_FEATURES)
         return out

@@ -176,7 +176,8 @@ def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Pat
     """:func:`listen`, memoised on disk by the microphone's content (ASR is the slow part).
 
     The listener is deterministic, so the frames of a given microphone signal never
-    change; eval runs several policies and several passes over the same cases.
+    change; eval runs several policies and several passes over the same cases. ``wav``
+    only names the case in the log.
     """
     import hashlib
     import pickle
@@ -188,6 +189,7 @@ def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Pat
         if path.exists():
             with open(path, "rb") as f:
                 return pickle.load(f)  # our own cache files, written below
+    log.debug("running the listener over %s (asr=%s)", wav, asr)
     frames = listen(mic, make_listener(asr=asr))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +197,6 @@ def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Pat
         with open(tmp, "wb") as f:
             pickle.dump(frames, f, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)
-    _ = wav
     return frames
 
 
