@@ -455,6 +455,7 @@ class Generator:
                         onset = float(rng.choice(gaps)) + float(rng.uniform(0.0, 0.3))
                     else:
                         onset = float(rng.uniform(0.5, max(0.6, dur - 1.0)))
+                    onset = min(max(onset, 0.3), max(0.3, dur - 0.5))  # inside the reply
                     ev = self.overlap_event(rng, kind, voice, held)
                     if kind == "noise":
                         ev = set_level(ev, user_db + float(rng.uniform(-12, 4)))
