@@ -20,9 +20,11 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def cfg():
+    """The default profile with the rule policy: most tests are about mechanics and need
+    decisions known in advance. The predictor (the shipped default) has its own tests."""
     from duplex.config import load_config
 
-    return load_config()
+    return load_config(None, [{"policy": {"name": "rules"}}])
 
 
 @pytest.fixture(scope="session")
