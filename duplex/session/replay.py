@@ -134,6 +134,7 @@ class ReplaySource:
     """
 
     live = False
+    finite = True
 
     def __init__(self, mic: np.ndarray, commands: Sequence[Command] = (), *, realtime: bool = False,
                  name: str = "replay", switch_policy: bool = True) -> None:

@@ -3,13 +3,12 @@
 The report lists every user onset while the agent was speaking (what the user said,
 what the policy decided, how fast, and what of the agent's reply was heard) and every
 end of turn with its delay. :func:`compare_decisions` diffs two runs' decision events
-(``DECISION = True``), leaving out the agent's own words, which replay regenerates.
+(``DECISION = True``), less the fields that depend on compute speed (``NOT_COMPARED``).
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,9 +27,6 @@ from duplex.events import (
     UserSpeechStarted,
 )
 
-REGENERATED_FIELDS = frozenset({"generated", "heard"})
-"""Decision-event fields holding the agent's own words: replay regenerates them, so
-``--compare`` leaves them out (the decisions around them are compared)."""
 
 _SAME_T = 1e-6
 
@@ -172,14 +168,9 @@ def _overlap(ev: list[Event], i: int, onset: float, turn: int, heard_before: str
 # --- decision diffs -------------------------------------------------------------------------
 
 
-def decision_key(ev: Event) -> str:
-    """One decision event as a stable line: its JSON without the regenerated words."""
-    d = {k: v for k, v in ev.to_dict().items() if k not in REGENERATED_FIELDS}
-    return json.dumps(d, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
 def decision_lines(events: Sequence[Event]) -> list[str]:
-    return [decision_key(e) for e in events if e.DECISION]
+    """The decision events as the lines replay compares (:meth:`Event.decision_key`)."""
+    return [e.decision_key() for e in events if e.DECISION]
 
 
 def compare_decisions(recorded: Sequence[Event], replayed: Sequence[Event], context: int = 1) -> list[str]:

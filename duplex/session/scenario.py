@@ -402,6 +402,7 @@ class _ScenarioSource:
     whatever the agent is saying then is cut, which no expectation depends on)."""
 
     live = False
+    finite = True
 
     def __init__(self, user: SimulatedUser, name: str) -> None:
         self.user = user
