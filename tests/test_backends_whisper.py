@@ -259,6 +259,8 @@ def test_missing_weights_never_wait_on_a_network_even_when_the_environment_says_
     finally:
         hole.close()
     assert out.returncode == 3, out.stdout + out.stderr[-2000:]
-    assert time.monotonic() - t0 < 60
+    # A network wait would take HF_HUB_ETAG_TIMEOUT (600 s) and hit the 120 s timeout
+    # above; the margin below only absorbs slow imports on a loaded machine.
+    assert time.monotonic() - t0 < 115
     line = out.stdout.strip()
     assert line.count("\n") == 0 and "huggingface-cli download" in line
