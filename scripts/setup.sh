@@ -14,6 +14,7 @@ if [ "$extras" = "test" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/nu
   command -v espeak-ng >/dev/null || need+=(espeak-ng)
   command -v tmux >/dev/null || need+=(tmux)
   dpkg -s portaudio19-dev >/dev/null 2>&1 || need+=(portaudio19-dev)
+  dpkg -s libspeexdsp1 >/dev/null 2>&1 || need+=(libspeexdsp1)  # the Speex half of the hybrid echo canceller
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
