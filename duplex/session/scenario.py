@@ -52,10 +52,12 @@ from duplex.events import (
     BargeIn,
     EndOfTurn,
     Event,
+    OverlapIgnored,
     StateChanged,
 )
 from duplex.simuser import SimulatedUser, Span, Utterance, UserVoice, parse_utterance
 
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 EXPECTATIONS = ("keeps_talking", "backchannel", "stops", "waits", "responds", "ignored")
 COUNTS = ("barge_ins", "end_of_turns", "agent_turns")
 CONFIG_SECTIONS = ("policy", "engine", "vad")
@@ -304,13 +306,18 @@ def evaluate(scn: Scenario, spans: Sequence[Span], events: Sequence[Event], sess
     eots = [e for e in events if isinstance(e, EndOfTurn)]
     starts = [e for e in events if isinstance(e, AgentTurnStarted)]
 
-    def speaking_at(t: float) -> bool:
+    talking = (AgentState.SPEAKING, AgentState.OVERLAP)
+
+    def speaking_during(a: float, b: float) -> bool:
+        """Was the agent audible at some moment in [a, b]?"""
         state = AgentState.LISTENING
-        for ts, s in states:
-            if ts > t + 1e-9:
+        for ts, st in states:
+            if ts > b + 1e-9:
                 break
-            state = s
-        return state in (AgentState.SPEAKING, AgentState.OVERLAP)
+            if ts > a and st in talking:
+                return True
+            state = st
+        return state in talking
 
     for k, line in enumerate(scn.lines):
         if not line.expects:
@@ -329,7 +336,9 @@ def evaluate(scn: Scenario, spans: Sequence[Span], events: Sequence[Event], sess
         # made while the line was heard (a run the echo had already opened, say).
         barge = next((b for b in barges if lo <= b.onset <= hi or span.start <= b.t <= hi), None)
         bc = next((b for b in bcs if lo <= b.onset <= hi or span.start <= b.t <= hi), None)
-        was_speaking = speaking_at(span.start)
+        # The state changes at the end of the frame the agent's audio starts in.
+        was_speaking = speaking_during(span.start, span.start + 2 * FRAME_S)
+        verdict = _verdict(barge, bc, span.start, events, lo, hi)
         for exp in line.expects:
             what = f"{label}: {exp}"
             match exp:
@@ -342,12 +351,12 @@ def evaluate(scn: Scenario, spans: Sequence[Span], events: Sequence[Event], sess
                     elif exp == "backchannel" and bc is None:
                         checks.append(Check(what, False, "the agent kept talking but the policy did not call it a backchannel"))
                     else:
-                        how = f"backchannel after {(bc.t - span.start) * 1000:.0f} ms" if bc is not None else "no decision needed"
-                        checks.append(Check(what, True, f"the agent kept talking ({how})"))
+                        checks.append(Check(what, True, f"the agent kept talking ({verdict})"))
                 case "stops":
                     limit = line.stop_within_ms
                     if barge is None:
-                        why = "the agent was not speaking when the line began" if not was_speaking else "no barge-in"
+                        spoke = speaking_during(span.start, end)
+                        why = f"no barge-in ({verdict})" if spoke else "the agent did not speak during the line"
                         checks.append(Check(what, False, why, None, limit))
                         continue
                     st = stops.get(barge.turn)
@@ -368,7 +377,8 @@ def evaluate(scn: Scenario, spans: Sequence[Span], events: Sequence[Event], sess
                     limit = line.respond_within_ms
                     eot = next((e for e in eots if end - 0.05 <= e.t <= horizon and e.text), None)
                     if eot is None:
-                        checks.append(Check(what, False, "no end of turn (with words) after the line", None, limit))
+                        checks.append(Check(what, False, f"no end of turn (with words) in the {horizon - end:.1f} s "
+                                                         "after the line", None, limit))
                         continue
                     ms = (eot.t - end) * 1000
                     replied = any(abs(s.t - eot.t) < 1e-6 for s in starts)
@@ -392,6 +402,19 @@ def evaluate(scn: Scenario, spans: Sequence[Span], events: Sequence[Event], sess
         got = counts[key]
         checks.append(Check(f"{key} = {want}", got == want, f"{got}"))
     return checks
+
+
+def _verdict(barge: BargeIn | None, bc: Backchannel | None, start: float, events: Sequence[Event],
+             lo: float, hi: float) -> str:
+    """What the policy made of a line, in words."""
+    if barge is not None:
+        return f"barge-in after {(barge.t - start) * 1000:.0f} ms"
+    if bc is not None:
+        return f"called a backchannel after {(bc.t - start) * 1000:.0f} ms"
+    ignored = next((e for e in events if isinstance(e, OverlapIgnored) and lo <= e.onset <= hi), None)
+    if ignored is not None:
+        return f"let pass as noise after {(ignored.t - start) * 1000:.0f} ms"
+    return "no decision"
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -464,7 +487,7 @@ class ScenarioRunner:
         t0 = PerfTimer.now()
         voice = UserVoice(scn.voice, self.models.tts)
         # Go on long enough after the last line that a late answer is measured, not cut off.
-        waits = [ln.respond_within_ms / 1000 + 0.5 for ln in scn.lines if ln.respond_within_ms is not None]
+        waits = [ln.respond_within_ms / 1000 + 1.0 for ln in scn.lines if ln.respond_within_ms is not None]
         user = SimulatedUser([ln.utterance for ln in scn.lines], voice, base_dir=scn.base_dir,
                              tail_s=max([scn.tail_s, *waits]), max_wait_s=scn.max_wait_s)
         source = _ScenarioSource(user, f"scenario {scn.name}")
