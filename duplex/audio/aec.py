@@ -223,7 +223,7 @@ class HybridBackend:
     HANGOVER_S = 0.6
     ECHO_ONLY_DB = 25.0
     """AEC3 echo reduction above which a block is surely echo alone: Speex is graded there."""
-    SPEEX_OK_DB = 20.0
+    SPEEX_OK_DB = 15.0
     """Speex's median echo reduction on recent echo-only blocks must reach this for its
     output to be trusted (not before it has converged, not after it has diverged)."""
 
