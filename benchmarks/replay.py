@@ -5,9 +5,10 @@ lockstep, or takes ``--session DIR``, then replays it ``--repeat`` times through
 pipeline (VAD, ASR, policy, LLM, TTS regenerated) and reports wall time against session
 time: a ratio below 1 is faster than real time. Process CPU time is reported too: on a
 shared machine it says what the replay itself costs, whatever else is running. Each
-replay must give the same decision events (checked).
+replay must give the same decision events (checked). Results go to one JSON file keyed
+by policy (the policy runs on the loop every 32 ms frame, so it is part of the cost).
 
-    python benchmarks/replay.py [--session DIR | --keep DIR] [--repeat 2] [--json benchmarks/results/replay.json]
+    python benchmarks/replay.py [--session DIR | --keep DIR] [--policy rules] [--repeat 2] [--json FILE]
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--session", help="replay this session instead of recording the built-in conversation")
     ap.add_argument("--keep", help="record the built-in conversation into this directory (kept for --session)")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--policy", help="record and replay with this policy (default: the profile's)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "replay.json"))
     args = ap.parse_args(argv)
 
-    cfg = load_config(None, [{"recording": {"enabled": False}}])
+    overrides = [{"recording": {"enabled": False}}]
+    if args.policy:
+        overrides.append({"policy": {"name": args.policy}})
+    cfg = load_config(None, overrides)
     t0 = time.perf_counter()
     models = load_models(cfg)
     load_s = time.perf_counter() - t0
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     session = load_session(session_dir)
     if session.duration < MIN_SESSION_S:
         print(f"warning: the session is {session.duration:.1f} s, shorter than {MIN_SESSION_S:.0f} s", file=sys.stderr)
-    rcfg = session_config(session)
+    rcfg = session_config(session, overrides=overrides[1:])
 
     runs = []
     first = None
@@ -124,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:>3}  {r['wall_s']:7.1f}  {r['cpu_s']:7.1f}  {r['ratio']:12.2f}  {r['cpu_ratio']:11.2f}  "
               f"{r['load_avg_1m']:5.1f}  {'yes' if r['identical_to_first'] and r['identical_to_recording'] else 'NO'}")
     print(f"best: {best['ratio']:.2f}x real time ({'faster' if best['ratio'] < 1 else 'slower'} than real time)")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    # One file for every policy measured: each run replaces its own policy's entry.
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        merged = json.loads(out.read_text(encoding="utf-8")).get("by_policy", {})
+    except (OSError, ValueError, AttributeError):
+        merged = {}
+    merged[cfg.policy.name] = result
+    out.write_text(json.dumps({"by_policy": merged}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.cleanup()
     return 0 if result["deterministic"] else 1
 
