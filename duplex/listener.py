@@ -53,6 +53,9 @@ class Listener:
     def reset(self) -> None:
         self.vad.reset()
         self.seg.reset()
+        reset_asr = getattr(self.asr, "reset", None)
+        if reset_asr is not None:
+            reset_asr()
         self._preroll: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES)
         self.utterance = 0
         self.partial = ""

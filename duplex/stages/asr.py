@@ -50,6 +50,14 @@ class PocketSphinxASR:
         self.language: str | None = "en"
         self._active = False
 
+    def reset(self) -> None:
+        """Forget adaptation from earlier sessions (cepstral mean), so a replay decodes
+        the same words whatever the process decoded before."""
+        if self._active:
+            self._dec.end_utt()
+            self._active = False
+        self._dec.set_cmn(self._dec.config["cmninit"])
+
     def start(self) -> None:
         if self._active:
             self._dec.end_utt()

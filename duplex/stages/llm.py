@@ -65,6 +65,7 @@ class LlamaCppLLM:
                 model_path=str(path),
                 n_ctx=cfg.n_ctx,
                 n_threads=default_threads(cfg.threads),
+                n_threads_batch=default_threads(cfg.threads),
                 seed=cfg.seed,
                 verbose=False,
             )
