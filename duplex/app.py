@@ -5,7 +5,6 @@ The CLI, the TUI, replay and the benchmarks all build conversations through here
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -190,10 +189,3 @@ async def run_conversation(
         if close is not None:
             close()
     return RunResult(stats, session_dir, events)
-
-
-def run_sync(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except DuplexError:
-        raise

@@ -74,11 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     models = load_models(cfg)
     source = make_source(args.input, args.simulate, models, args.realtime)
     printer = [] if args.quiet else [ConsolePrinter()]
-    sink = None
-    if out is not None and args.out:
-        pass  # the recorder writes agent.wav into the session directory
-    elif args.agent_wav:
-        sink = WavSink(args.agent_wav)
+    # With a session, the recorder writes agent.wav into it; --agent-wav is for --no-record.
+    sink = WavSink(args.agent_wav) if out is None and args.agent_wav else None
     result = asyncio.run(run_conversation(cfg, models, source, session_dir=out, subscribers=printer, sink=sink))
     _print_summary(result)
     if out is not None:
