@@ -129,3 +129,24 @@ def test_write_wav_round_trip(tmp_path):
     write_wav(tmp_path / "r.wav", x)
     y = read_audio(tmp_path / "r.wav")
     np.testing.assert_allclose(x, y, atol=1 / 32767 * 2)
+
+
+def test_asr_reset_forgets_what_earlier_sessions_adapted_to(data_dir):
+    """A replay must decode the same words whatever the process decoded before: after a
+    session of loud noise left mid-utterance, ``reset`` gives a fresh decoder's words."""
+    from duplex.stages.asr import PocketSphinxASR
+
+    speech = read_audio(data_dir / "librivox_0870.wav")[: SAMPLE_RATE * 8]
+    noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE * 10).astype(np.float32) * 0.5
+
+    def decode(asr: PocketSphinxASR, x: np.ndarray, finish: bool = True) -> str:
+        asr.start()
+        for i in range(0, len(x), FRAME_SAMPLES):
+            asr.accept(x[i : i + FRAME_SAMPLES])
+        return asr.finish() if finish else ""
+
+    fresh = decode(PocketSphinxASR(), speech)
+    used = PocketSphinxASR()
+    decode(used, noise, finish=False)
+    used.reset()
+    assert decode(used, speech) == fresh

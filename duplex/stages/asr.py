@@ -51,11 +51,12 @@ class PocketSphinxASR:
         self._active = False
 
     def reset(self) -> None:
-        """Forget adaptation from earlier sessions (cepstral mean), so a replay decodes
-        the same words whatever the process decoded before."""
+        """Forget what earlier sessions adapted to (the front end's noise estimate and the
+        cepstral mean), so a replay decodes the same words whatever the process decoded before."""
         if self._active:
             self._dec.end_utt()
             self._active = False
+        self._dec.reinit_feat()
         self._dec.set_cmn(self._dec.config["cmninit"])
 
     def start(self) -> None:
