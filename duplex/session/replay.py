@@ -178,20 +178,14 @@ class ReplaySource:
 def fresh_state(models: Any) -> None:
     """Put stateful models back in their just-loaded state before a run.
 
-    PocketSphinx adapts its cepstral mean (CMN) over every utterance it decodes and keeps
-    it across sessions, so without this a replay's words, hence its decisions, depend on
-    whatever the process decoded before. (This belongs in ``Listener.reset``; until the
-    ASR interface has a ``reset``, the packaged backend is reset here.)
+    PocketSphinx adapts its noise estimate and cepstral mean over everything it decodes,
+    so without this a replay's words, hence its decisions, would depend on whatever the
+    process decoded before. ``Listener.reset`` does the same at the start of every engine
+    run; this covers runs that read the ASR before the engine starts.
     """
-    asr = getattr(models, "asr", None)
-    reset = getattr(asr, "reset", None)
+    reset = getattr(getattr(models, "asr", None), "reset", None)
     if callable(reset):
         reset()
-        return
-    dec = getattr(asr, "_dec", None)
-    if dec is not None and hasattr(dec, "set_cmn"):
-        dec.set_cmn(dec.config["cmninit"])
-
 
 
 async def replay(
