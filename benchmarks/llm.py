@@ -12,9 +12,8 @@ back to back, alternating which goes first, so background load falls on both ali
   processing, the first server-sent event).
 * tokens/s: decode rate after the first piece, (pieces - 1) / (last - first).
 
-Both sides keep the system prompt in llama.cpp's KV cache (``LlamaCppLLM`` rewinds to it
-before every reply; the server reuses the longest common prefix), so TTFT is mostly the
-evaluation of the user's turn. On a small shared CPU that evaluation dominates and varies
+Both sides reuse the longest common token prefix already in llama.cpp's KV cache (at
+least the system prompt), so TTFT is mostly the evaluation of the user's turn. On a small shared CPU that evaluation dominates and varies
 by seconds, far more than HTTP's own cost (a localhost connection, JSON, server-sent
 events): read the TTFT columns as "the same, within noise" unless they differ a lot.
 

@@ -99,6 +99,29 @@ def test_llm_cancel_direct(models):
     assert models.llm.tokens_generated - before <= 4
 
 
+def test_a_cancelled_reply_leaves_the_llm_cache_as_if_cancelled_anywhere_else(models):
+    """How far a reply got before its cancel depends on compute speed; the KV cache the
+    next reply starts from, and so the next reply itself, must not."""
+    system = {"role": "system", "content": "Answer in one short sentence."}
+    first = [system, {"role": "user", "content": "Tell me about the moon."}]
+
+    def after_cancel_at(n: int) -> tuple[int, str]:
+        cancel = threading.Event()
+        heard = []
+        for piece in models.llm.stream(first, cancel):
+            heard.append(piece)
+            if len(heard) == n:
+                cancel.set()
+        cached = models.llm._llm.n_tokens
+        second = first + [{"role": "assistant", "content": "".join(heard[:2]).strip() + "..."},
+                          {"role": "user", "content": "And Mars?"}]
+        return cached, "".join(models.llm.stream(second, threading.Event()))
+
+    early, late = after_cancel_at(3), after_cancel_at(12)
+    assert early[0] == late[0]
+    assert early[1] == late[1] and early[1].strip()
+
+
 def test_backchannel_does_not_cancel_the_reply(cfg, models):
     run = run_script(cfg, models, {
         "say": [
