@@ -150,6 +150,44 @@ class Renderer:
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
+def comma_gaps(x: np.ndarray, n: int, min_s: float = 0.06, rel_db: float = -35.0) -> list[tuple[int, int]] | None:
+    """The ``n`` longest inner pauses of ``x`` (sample spans, in time order), or None.
+
+    The TTS engines pause 0.07-0.4 s at a comma (depending on voice and speed); stop
+    consonants close for 0.03-0.1 s. The ``n`` longest pauses count as the commas' when
+    each is at least ``min_s`` and the shortest of them is clearly (1.5x) longer than
+    the next pause; otherwise None.
+    """
+    hop = SR // 100
+    m = len(x) // hop
+    if n <= 0 or m < 3:
+        return None
+    frames = x[: m * hop].reshape(m, hop)
+    db = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-9)
+    quiet = db < db.max() + rel_db
+    runs: list[tuple[int, int]] = []
+    i = 0
+    while i < m:
+        if quiet[i]:
+            j = i
+            while j < m and quiet[j]:
+                j += 1
+            if i > 0 and j < m:
+                runs.append((i * hop, j * hop))
+            i = j
+        else:
+            i += 1
+    by_length = sorted(runs, key=lambda r: r[1] - r[0], reverse=True)
+    if len(by_length) < n:
+        return None
+    shortest = by_length[n - 1][1] - by_length[n - 1][0]
+    if shortest < min_s * SR:
+        return None
+    if len(by_length) > n and shortest < 1.5 * (by_length[n][1] - by_length[n][0]):
+        return None
+    return sorted(by_length[:n])
+
+
 def warp(x: np.ndarray, factor: float) -> np.ndarray:
     """Play ``x`` ``factor`` times faster (pitch and formants up by ``factor``)."""
     from scipy.signal import resample_poly
@@ -382,6 +420,10 @@ class Generator:
             else:
                 cur = cur + " " + word
         pieces.append(cur)
+        durations = [float(rng.uniform(0.3, 1.3)) for _ in kinds]
+        whole = self._held_whole(voice, pieces, kinds, durations)
+        if whole is not None:
+            return whole
         out: list[np.ndarray] = []
         pauses: list[tuple[float, float, bool]] = []
         t = 0.0
@@ -390,10 +432,44 @@ class Generator:
             out.append(a)
             t += len(a) / SR
             if i < len(kinds):
-                dur = float(rng.uniform(0.3, 1.3))
-                pauses.append((t, t + dur, kinds[i] == "/"))
-                out.append(np.zeros(int(dur * SR), dtype=np.float32))
-                t += dur
+                pauses.append((t, t + durations[i], kinds[i] == "/"))
+                out.append(np.zeros(int(durations[i] * SR), dtype=np.float32))
+                t += durations[i]
+        return np.concatenate(out), pauses
+
+    def _held_whole(
+        self, voice: Voice, pieces: list[str], kinds: list[str], durations: list[float]
+    ) -> tuple[np.ndarray, list[tuple[float, float, bool]]] | None:
+        """The turn rendered as one sentence, its comma gaps stretched into the holds.
+
+        Rendering each piece alone makes the voice end every piece like a sentence
+        (falling pitch, final lengthening), so a hold sounds finished and the model
+        learns to wait. Rendered whole, a piece ends with the rising or level pitch of
+        a sentence that goes on. The TTS pauses at every comma; the holds are the gaps of
+        the commas that end a piece. None when the gaps cannot be found (then pieces).
+        """
+        if not kinds:
+            return None
+        text = " ".join(p.replace(" ,", ",") for p in pieces)
+        audio = self.render(voice, text)
+        gaps = comma_gaps(audio, text.count(","))
+        if gaps is None:
+            return None
+        comma_of_piece, n = [], 0
+        for p in pieces[:-1]:
+            n += p.replace(" ,", ",").count(",")
+            comma_of_piece.append(n - 1)
+        out: list[np.ndarray] = []
+        pauses: list[tuple[float, float, bool]] = []
+        pos, t = 0, 0.0
+        for i, dur in enumerate(durations):
+            g0, g1 = gaps[comma_of_piece[i]]
+            out += [audio[pos:g0], np.zeros(int(dur * SR), dtype=np.float32)]
+            t += (g0 - pos) / SR
+            pauses.append((t, t + dur, kinds[i] == "/"))
+            t += dur
+            pos = g1
+        out.append(audio[pos:])
         return np.concatenate(out), pauses
 
     def overlap_event(self, rng: np.random.Generator, kind: str, voice: Voice, held_out: bool) -> np.ndarray:
@@ -549,7 +625,8 @@ def frame_targets(spans: list[tuple[float, float, str]], agent_spans: list[tuple
 
 # --- writing and featurising ----------------------------------------------------------
 
-DEFAULT_COUNTS = {"train": 72, "dev": 16, "test": 24}
+DEFAULT_COUNTS = {"dev": 24, "test": 24, "train": 200}
+"""Dev and test first, so a generation cut short still leaves sets to tune and report on."""
 ASR_SHARE = 0.4
 """Share of training conversations featurised with pocketsphinx partials; the rest run
 without ASR (empty partials), which is cheap and teaches the model to do without words."""

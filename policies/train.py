@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--workers", type=int, default=2, help="processes for data generation")
     ap.add_argument("--no-tune", action="store_true", help="keep default thresholds (skip the dev-set search)")
+    ap.add_argument("--no-early-stop", action="store_true",
+                    help="keep the last step's weights instead of those with the lowest dev loss")
     ap.add_argument("--tune-only", action="store_true", help="only redo the threshold search for the weights in --out")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -234,15 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     t_data = PerfTimer.now() - t0
     train = load_split(root / "train")
     dev_dir = root / "dev"
+    have_dev = dev_dir.exists() and any(dev_dir.glob("*.npz"))
     cfg = replace(TrainConfig(), steps=a.steps, seed=a.seed, threads=a.threads)
     mcfg = ModelConfig()
     log.info("training on %d conversations (%d frames)", len(train), sum(len(c.x) for c in train))
     t1 = PerfTimer.now()
-    model, info = fit(train, None, mcfg, cfg)
+    model, info = fit(train, load_split(dev_dir) if have_dev and not a.no_early_stop else None, mcfg, cfg)
     t_train = PerfTimer.now() - t1
     meta: dict = {"train": {**cfg.__dict__, **info, "conversations": len(train), "seconds": round(t_train, 1)}}
     save(model, meta, a.out)
-    have_dev = dev_dir.exists() and any(dev_dir.glob("*.npz"))
     if have_dev:
         meta["train"]["dev_loss"] = round(full_loss(model, load_split(dev_dir), cfg), 4)
         save(model, meta, a.out)

@@ -211,3 +211,51 @@ def test_train_cli_writes_loadable_weights(tmp_path: Path) -> None:
     res = pol.step(_inp())
     assert set(res.probs) >= {"barge_in", "backchannel", "end_of_turn", "hold"}
     assert abs(sum(res.probs[k] for k in ("continue", "backchannel", "barge_in")) - 1) < 1e-5
+
+
+def test_comma_gaps_finds_the_comma_pauses_not_the_closures() -> None:
+    from policies.data import SR, comma_gaps
+
+    def tone(s: float) -> np.ndarray:
+        return (0.3 * np.sin(2 * np.pi * 180 * np.arange(int(s * SR)) / SR)).astype(np.float32)
+
+    def gap(s: float) -> np.ndarray:
+        return np.zeros(int(s * SR), np.float32)
+
+    # speech, a 40 ms closure, speech, a 300 ms comma pause, speech, a 250 ms one, speech
+    x = np.concatenate([tone(0.4), gap(0.04), tone(0.3), gap(0.3), tone(0.5), gap(0.25), tone(0.3)])
+    spans = comma_gaps(x, 2)
+    assert spans is not None
+    starts = [round(a / SR, 2) for a, _ in spans]
+    lengths = [round((b - a) / SR, 2) for a, b in spans]
+    assert starts == [0.74, 1.54] and lengths == [0.3, 0.25]
+    assert comma_gaps(x, 3) is None  # the closure is no comma pause
+    assert comma_gaps(np.concatenate([tone(0.4), gap(0.05), tone(0.4)]), 1) is None  # too short
+
+
+def test_a_held_turn_is_rendered_whole_with_silent_holds(tmp_path: Path) -> None:
+    """The generator's user turn with holds: one rendering, its comma gaps stretched."""
+    from policies.data import Generator, Renderer, Voice
+
+    gen = Generator(Renderer(tmp_path))
+    calls: list[str] = []
+    real = gen.render
+
+    def spy(voice: Voice, text: str) -> np.ndarray:
+        calls.append(text)
+        return real(voice, text)
+
+    gen.render = spy  # type: ignore[method-assign]
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # until a turn with holds comes up
+        calls.clear()
+        audio, pauses = gen.user_turn(rng, Voice("piper"), held_out=False)
+        if pauses:
+            break
+    assert pauses and len(calls) == 1, calls  # one rendering of the whole turn
+    sr = 16000
+    for start, end, _ in pauses:
+        assert end - start >= 0.3
+        assert not np.any(audio[int(start * sr) + 1 : int(end * sr) - 1])  # the hold is silent
+        before = audio[max(0, int(start * sr) - 3200) : int(start * sr)]
+        assert np.sqrt(np.mean(before**2)) > 0.01  # and speech leads into it
