@@ -32,7 +32,7 @@ from duplex.events import (
     StageError,
     TurnLatency,
 )
-from duplex.session.recorder import Recorder
+from duplex.session.recorder import Recorder, as_recorded
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,10 @@ async def run_conversation(
                     on_bridge(bridge)
             if on_engine is not None:
                 on_engine(engine)
+            if recorder is not None:
+                # Last filter: the listener hears bit for bit what mic.wav will hold, so a
+                # replay of this session reproduces its decisions.
+                engine.add_mic_filter(as_recorded)
             stats = await engine.run()
     finally:
         if recorder is not None:

@@ -200,15 +200,12 @@ async def replay(
 ) -> Any:
     """Run one replay of ``session``; returns :class:`duplex.app.RunResult`."""
     from duplex.app import run_conversation
-    from duplex.session.recorder import as_recorded
 
     source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames), realtime=realtime,
                           name=f"replay of {session.path.name}", switch_policy=switch_policy)
 
     def on_engine(engine: Any) -> None:
         source.engine = engine
-        if session_dir is not None:
-            engine.add_mic_filter(as_recorded)  # a no-op on recorded audio; keeps the new session exact
 
     fresh_state(models)
     return await run_conversation(cfg, models, source, session_dir=session_dir, subscribers=list(subscribers),
