@@ -119,8 +119,10 @@ class RulesConfig:
     """Geigel-style gate for open speakers: ignore onsets unless the mic stands out from playback."""
     double_talk_margin_db: float = 6.0
     """With the gate on, the mic must be within this many dB of the playback level to count."""
-    stop_word_min_ms: int = 160
-    """A stop word ("wait", "stop"...) barges in once the run is this long."""
+    stop_word_min_ms: int = 400
+    """A stop word ("wait", "stop"...) barges in once the run is this long. Lower is
+    faster on a real "wait", but pocketsphinx's partials in the first 0.4 s of an "okay"
+    often hold a stray "no" or "but" (at 160 ms the library's backchannels barged in)."""
     smart_turn_max_silence_ms: int = 3000
     """smart-turn baseline: end the turn after this much silence when the model keeps saying 'incomplete'."""
     smart_turn_trigger_ms: int = 200

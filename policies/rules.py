@@ -45,7 +45,7 @@ class RulePolicy:
                     n = len(words(x.partial))
                     bc = backchannel_score(x.partial)
                     long_enough = x.speech_run * 1000 >= c.barge_in_min_speech_ms
-                    if long_enough and has_stop_word(x.partial):
+                    if x.speech_run * 1000 >= c.stop_word_min_ms and has_stop_word(x.partial):
                         decision = Decision.BARGE_IN  # "wait", "stop": one word is enough
                     elif long_enough and n >= c.barge_in_min_words and bc < 1.0:
                         decision = Decision.BARGE_IN

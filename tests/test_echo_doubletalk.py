@@ -62,3 +62,21 @@ def test_vote_is_per_run():
     votes = [dtd.step(frame(1 + 0.1 * i, 0.1 * i + 0.1, -30.0, -24.0)) for i in range(3)]
     assert votes == [False, True, True]
     assert dtd.last_reduction_db is not None and dtd.last_reduction_db < 12
+
+
+def test_a_stop_word_barges_in_after_stop_word_min_ms_other_words_after_the_minimum_run():
+    def first_barge_in(policy: RulePolicy, partial: str) -> float | None:
+        for i in range(40):
+            run = 0.032 * (i + 1)
+            x = frame(run, run, -20.0, None, partial=partial)
+            if policy.step(x).decision is Decision.BARGE_IN:
+                return run
+        return None
+
+    cfg = RulesConfig(stop_word_min_ms=160, barge_in_min_speech_ms=400)
+    stop_at = first_barge_in(RulePolicy(cfg), "wait")
+    words_at = first_barge_in(RulePolicy(cfg), "the tall mountain")
+    assert stop_at is not None and 0.16 <= stop_at < 0.2
+    assert words_at is not None and 0.4 <= words_at < 0.44
+    later = first_barge_in(RulePolicy(RulesConfig(stop_word_min_ms=300)), "wait")
+    assert later is not None and 0.3 <= later < 0.34

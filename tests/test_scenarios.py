@@ -238,7 +238,7 @@ def test_test_scenarios_fails_on_a_broken_policy(models, capsys, tmp_path):
     from duplex.session.cli import scenarios_main
 
     broken = ["--policy", "rules", "--set", "policy.rules.barge_in_min_speech_ms=100000",
-              "--set", "policy.rules.backchannel_max_ms=100000"]
+              "--set", "policy.rules.backchannel_max_ms=100000", "--set", "policy.rules.stop_word_min_ms=100000"]
     args = build_parser().parse_args(["test-scenarios", str(LIBRARY), "--only", "bargein-wait-stop",
                                       "--json", str(tmp_path / "r.json"), *broken])
     assert scenarios_main(args, models) == 1
