@@ -625,7 +625,7 @@ def frame_targets(spans: list[tuple[float, float, str]], agent_spans: list[tuple
 
 # --- writing and featurising ----------------------------------------------------------
 
-DEFAULT_COUNTS = {"dev": 24, "test": 24, "train": 200}
+DEFAULT_COUNTS = {"dev": 24, "test": 24, "train": 300}
 """Dev and test first, so a generation cut short still leaves sets to tune and report on."""
 ASR_SHARE = 0.4
 """Share of training conversations featurised with pocketsphinx partials; the rest run
