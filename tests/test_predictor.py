@@ -207,6 +207,15 @@ def test_train_cli_writes_loadable_weights(tmp_path: Path) -> None:
         np.savez(data / f"train_{i:04d}.npz", x=c.x, agent_target=c.agent_target, user_target=c.user_target)
     out = tmp_path / "w"
     assert main(["--data", str(tmp_path / "cache"), "--out", str(out), "--steps", "3", "--threads", "1"]) == 0
+    assert "best_step" not in json.loads((out / "predictor.json").read_text())["train"]  # no dev set
+    dev = tmp_path / "cache" / "dev"
+    dev.mkdir()
+    for i, c in enumerate(_toy_data(2)):
+        np.savez(dev / f"dev_{i:04d}.npz", x=c.x, agent_target=c.agent_target, user_target=c.user_target)
+    assert main(["--data", str(tmp_path / "cache"), "--out", str(out), "--steps", "4", "--threads", "1",
+                 "--no-tune"]) == 0
+    meta = json.loads((out / "predictor.json").read_text())["train"]
+    assert 1 <= meta["best_step"] <= 4 and meta["dev_loss"] > 0  # early stopping kept the best dev loss
     pol = PredictorPolicy(PredictorConfig(weights=str(out / "predictor.pt")))
     res = pol.step(_inp())
     assert set(res.probs) >= {"barge_in", "backchannel", "end_of_turn", "hold"}
