@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -120,6 +121,33 @@ def test_a_cancelled_reply_leaves_the_llm_cache_as_if_cancelled_anywhere_else(mo
     early, late = after_cancel_at(3), after_cancel_at(12)
     assert early[0] == late[0]
     assert early[1] == late[1] and early[1].strip()
+
+
+def test_a_second_stream_waits_for_the_first_to_let_go_of_the_model(models):
+    """An engine does not wait for a cancelled reply's thread at shutdown, so the next
+    conversation's first reply can start while it finishes its token: the in-process
+    model serves one stream at a time (two at once corrupted llama.cpp's cache)."""
+    msgs = [{"role": "user", "content": "Count from one to twenty."}]
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    a_started = threading.Event()
+
+    def consume(name: str, n: int) -> None:
+        cancel = threading.Event()
+        for _ in models.llm.stream(msgs, cancel):
+            times[name].append(time.monotonic())
+            a_started.set()
+            if len(times[name]) == n:
+                cancel.set()
+
+    a = threading.Thread(target=consume, args=("a", 8))
+    a.start()
+    assert a_started.wait(60)
+    b = threading.Thread(target=consume, args=("b", 3))
+    b.start()
+    a.join(120)
+    b.join(120)
+    assert len(times["a"]) == 8 and len(times["b"]) == 3
+    assert times["b"][0] > times["a"][-1]
 
 
 def test_backchannel_does_not_cancel_the_reply(cfg, models):

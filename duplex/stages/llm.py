@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, str]
 
+BUSY_TIMEOUT_S = 60.0
+"""How long a reply waits for the previous one to let go of an in-process model."""
+
 
 class LLM(Protocol):
     name: str
@@ -73,6 +76,9 @@ class LlamaCppLLM:
             raise LLMError(f"cannot load GGUF model {path}: {exc}") from exc
         self.tokens_generated = 0
         """Tokens produced over the model's life (tests use it to check cancellation)."""
+        self._busy = threading.Lock()
+        """One stream at a time: a cancelled reply's thread may still be finishing its last
+        token (an engine does not wait for it at shutdown) when the next reply starts."""
 
     def warmup(self) -> None:
         """Evaluate the system prompt once, so the first reply finds it in the KV cache."""
@@ -97,6 +103,16 @@ class LlamaCppLLM:
         (all of them, whatever the speed). The cache is then a function of the
         conversation alone, and so is the next reply.
         """
+        if not self._busy.acquire(timeout=BUSY_TIMEOUT_S):
+            raise LLMError(f"the model was still busy with another reply after {BUSY_TIMEOUT_S:.0f} s")
+        try:
+            yield from self._stream_locked(messages, cancel, max_tokens)
+        finally:
+            self._busy.release()
+
+    def _stream_locked(
+        self, messages: Sequence[Message], cancel: threading.Event, max_tokens: int | None
+    ) -> Iterator[str]:
         c = self.cfg
         it = self._llm.create_chat_completion(
             messages=list(messages),
