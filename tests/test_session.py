@@ -364,7 +364,8 @@ def test_replay_cli_compare_passes_then_fails_on_a_broken_policy(recorded, model
     report = json.loads(out.read_text())
     assert report["compare"]["identical"] and report["report"]["overlaps"]
     # A deliberately broken policy: it never lets the user interrupt.
-    broken = ["--set", "policy.rules.barge_in_min_speech_ms=100000", "--set", "policy.rules.backchannel_max_ms=100000"]
+    broken = ["--set", "policy.rules.barge_in_min_speech_ms=100000", "--set", "policy.rules.backchannel_max_ms=100000",
+              "--set", "policy.rules.stop_word_min_ms=100000"]
     assert replay_main(_replay_args(str(recorded.session_dir), "--compare", *broken), models) == 1
     text = capsys.readouterr().out
     assert "decisions DIFFER" in text and '-{"onset"' in text
