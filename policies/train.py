@@ -186,7 +186,7 @@ def fit(
             d = full_loss(model, dev, cfg)
             if d < best[0]:
                 best = (d, {k: v.clone() for k, v in model.state_dict().items()}, step + 1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", dev=f"{d:.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dev=f"{d:.3f}")
     if dev:
         model.load_state_dict(best[1])
         info = {"dev_loss": round(best[0], 4), "best_step": best[2]}
