@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from duplex.errors import ConfigError
+from duplex.errors import ConfigError, DuplexError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -416,6 +416,18 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+def read_toml(path: Path, what: str, error: type[DuplexError]) -> dict[str, Any]:
+    """A TOML file's table, or ``error`` with one line naming the file and the problem."""
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read: {exc}") from exc
+
+
 def load_config(
     profile: str | Path | None = None, overrides: list[dict[str, Any]] | None = None
 ) -> Config:
@@ -423,14 +435,7 @@ def load_config(
     data: dict[str, Any] = {}
     path = resolve_profile(profile)
     if path is not None:
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        data = read_toml(path, "config file", ConfigError)
         data.setdefault("name", path.stem)
     for o in overrides or []:
         data = _merge(data, o)

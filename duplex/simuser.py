@@ -49,7 +49,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import tomllib
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.audio.source import pace
 from duplex.audio.wav import read_audio, resample
 from duplex.bus import EventBus
+from duplex.config import read_toml
 from duplex.errors import AudioError, ScenarioError
 from duplex.events import AgentTurnEnded, AudioPlayed, EndOfTurn, Event
 from duplex.stages.tts import TTS
@@ -183,13 +183,7 @@ def parse_script(data: dict[str, object], where: str = "script",
 
 def load_script(path: str | Path) -> tuple[str, list[Utterance]]:
     p = Path(path)
-    if not p.exists():
-        raise ScenarioError(f"script not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{p}: not valid TOML: {exc}") from exc
-    return parse_script(data, str(p))
+    return parse_script(read_toml(p, "script", ScenarioError), str(p))
 
 
 class UserVoice:

@@ -32,7 +32,6 @@ to the microphone. ``[config]`` overrides ``policy``, ``engine`` or ``vad`` keys
 from __future__ import annotations
 
 import asyncio
-import tomllib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.clock import PerfTimer
-from duplex.config import Config
+from duplex.config import Config, read_toml
 from duplex.errors import ConfigError, ScenarioError
 from duplex.events import (
     AgentState,
@@ -192,13 +191,7 @@ def _parse_line(item: Any, where: str) -> Line:
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    if not p.is_file():
-        raise ScenarioError(f"scenario not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{p}: not valid TOML: {exc}") from exc
-    return parse_scenario(data, str(p), p)
+    return parse_scenario(read_toml(p, "scenario", ScenarioError), str(p), p)
 
 
 def find_scenarios(path: str | Path) -> list[Path]:
