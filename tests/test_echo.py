@@ -69,13 +69,19 @@ def test_aec_removes_echo_in_a_simulated_room(agent, room, echo_db, delay_ms):
     assert aec.erle_db is not None and aec.erle_db >= 25.0
 
 
-def test_user_speech_survives_double_talk(agent, user):
-    at = 8 * SAMPLE_RATE
+def double_talk(agent: np.ndarray, user: np.ndarray, at: int, room: str, echo_db: float,
+                delay_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The user speaks from sample ``at`` while the agent plays: (mic, echo, user) as heard."""
     near = np.zeros_like(agent)
     near[at:at + len(user)] = user
-    rs = RoomSimulator("office", 6.0, 100.0, method="synthetic", play_db=active_level_db(agent),
+    rs = RoomSimulator(room, echo_db, delay_ms, method="synthetic", play_db=active_level_db(agent),
                        user_db=active_level_db(user))
-    mic, echo, usr = rs.render(near, agent)
+    return rs.render(near, agent)
+
+
+def test_user_speech_survives_double_talk(agent, user):
+    at = 8 * SAMPLE_RATE
+    mic, echo, usr = double_talk(agent, user, at, "office", 6.0, 100.0)
     out = run_aec(webrtc(), mic, agent)
     talk = slice(at, at + len(user))
     # Before: the echo is louder than the user; after: the user dominates by far.
@@ -223,11 +229,7 @@ def test_hybrid_keeps_the_user_where_aec3_alone_chops_them(agent, user):
     """Double talk with echo as loud as the user: AEC3's suppressor drops much of the
     user's voice; the hybrid hands those blocks to Speex and keeps it, at the same ERLE."""
     at = 8 * SAMPLE_RATE
-    near = np.zeros_like(agent)
-    near[at:at + len(user)] = user
-    rs = RoomSimulator("small", 0.0, 60.0, method="synthetic", play_db=active_level_db(agent),
-                       user_db=active_level_db(user))
-    mic, echo, usr = rs.render(near, agent)
+    mic, echo, usr = double_talk(agent, user, at, "small", 0.0, 60.0)
 
     def kept(name: str) -> tuple[float, float]:
         cfg = AECConfig(mode=name)
