@@ -232,6 +232,10 @@ class HybridBackend:
         self.speex = SpeexBackend(tail_ms, noise_suppression, block=self.block)
         self._hang = int(self.HANGOVER_S * SAMPLE_RATE / self.block)
         self._ramp = np.linspace(0.0, 1.0, self.block, dtype=np.float32)
+        # The dB thresholds as power ratios, once (process runs every engine frame).
+        self._near_ratio = 10 ** (self.NEAR_DB / 10)
+        self._floor = 10 ** (self.FLOOR_DB / 10)
+        self._echo_only = 10 ** (self.ECHO_ONLY_DB / 10)
         self.reset_gate()
 
     def reset_gate(self) -> None:
@@ -252,9 +256,7 @@ class HybridBackend:
         s = self.speex.process(mic, ref)
         b = self.block
         out = np.empty_like(w)
-        near_ratio = 10 ** (self.NEAR_DB / 10)
-        floor = 10 ** (self.FLOOR_DB / 10)
-        echo_only = 10 ** (self.ECHO_ONLY_DB / 10)
+        near_ratio, floor, echo_only = self._near_ratio, self._floor, self._echo_only
         for k in range(0, len(w), b):
             pm = float(np.mean(np.square(mic[k:k + b], dtype=np.float64)))
             pw = float(np.mean(np.square(w[k:k + b], dtype=np.float64)))
