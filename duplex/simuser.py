@@ -106,13 +106,16 @@ class Span:
     label: str
 
 
-def _number(value: object, where: str, key: str, *, integer: bool = False, signed: bool = False) -> float:
+def number(value: object, where: str, key: str, *, integer: bool = False, signed: bool = False,
+           lo: float = 0.0) -> float:
+    """A script or scenario number, validated: ``ScenarioError`` naming ``where`` and ``key``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ScenarioError(f"{where}: {key} must be a number, got {value!r}")
     if integer and (not isinstance(value, int) or value < 1):
         raise ScenarioError(f"{where}: {key} must be a whole number from 1, got {value!r}")
-    if not signed and value < 0:
-        raise ScenarioError(f"{where}: {key} must be a non-negative number, got {value!r}")
+    if not signed and value < lo:
+        bound = "a non-negative number" if lo == 0 else f"a number >= {lo}"
+        raise ScenarioError(f"{where}: {key} must be {bound}, got {value!r}")
     return float(value)
 
 
@@ -126,7 +129,7 @@ def parse_utterance(item: object, where: str, extra_keys: Iterable[str] = ()) ->
     trig = [t for t in TRIGGERS if t in item]
     if len(trig) != 1:
         raise ScenarioError(f"{where} needs exactly one of {', '.join(TRIGGERS)}")
-    value = _number(item[trig[0]], where, trig[0], integer=trig[0] == "after_agent_sentence")
+    value = number(item[trig[0]], where, trig[0], integer=trig[0] == "after_agent_sentence")
     given = [s for s in SOURCES if s in item]
     if len(given) != 1:
         raise ScenarioError(f"{where} needs exactly one of text, sound or noise")
@@ -135,12 +138,12 @@ def parse_utterance(item: object, where: str, extra_keys: Iterable[str] = ()) ->
         raise ScenarioError(f"{where}: {given[0]} must be a non-empty string")
     if given[0] == "noise" and src not in NOISES:
         raise ScenarioError(f"{where}: unknown noise {src!r} (known: {', '.join(NOISES)})")
-    gain = _number(item.get("gain_db", 0.0), where, "gain_db", signed=True)
+    gain = number(item.get("gain_db", 0.0), where, "gain_db", signed=True)
     offset = 0.0
     if "offset" in item:
         if trig[0] != "after_agent_sentence":
             raise ScenarioError(f"{where}: offset goes with after_agent_sentence only")
-        offset = _number(item["offset"], where, "offset")
+        offset = number(item["offset"], where, "offset")
     clip: tuple[float, float] | None = None
     if "clip" in item:
         c = item["clip"]
@@ -148,7 +151,7 @@ def parse_utterance(item: object, where: str, extra_keys: Iterable[str] = ()) ->
             raise ScenarioError(f"{where}: clip goes with sound only")
         if not isinstance(c, list) or len(c) != 2:
             raise ScenarioError(f"{where}: clip must be [start_s, end_s]")
-        a, b = (_number(x, where, "clip") for x in c)
+        a, b = (number(x, where, "clip") for x in c)
         if b <= a:
             raise ScenarioError(f"{where}: clip end {b} must be after its start {a}")
         clip = (a, b)

@@ -54,7 +54,7 @@ from duplex.events import (
     OverlapIgnored,
     StateChanged,
 )
-from duplex.simuser import SimulatedUser, Span, Utterance, UserVoice, parse_utterance
+from duplex.simuser import SimulatedUser, Span, Utterance, UserVoice, number, parse_utterance
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 EXPECTATIONS = ("keeps_talking", "backchannel", "stops", "waits", "responds", "ignored")
@@ -163,12 +163,7 @@ def parse_scenario(data: dict[str, Any], where: str = "scenario", path: Path | N
 
 
 def _num(data: dict[str, Any], key: str, default: Any, where: str, lo: float = 0.0, signed: bool = False) -> Any:
-    if key not in data:
-        return default
-    v = data[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (not signed and v < lo):
-        raise ScenarioError(f"{where}: {key} must be a number{'' if signed else f' >= {lo}'}, got {v!r}")
-    return float(v)
+    return number(data[key], where, key, signed=signed, lo=lo) if key in data else default
 
 
 def _parse_line(item: Any, where: str) -> Line:
