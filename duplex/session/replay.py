@@ -175,19 +175,6 @@ class ReplaySource:
 # --- running --------------------------------------------------------------------------------
 
 
-def fresh_state(models: Any) -> None:
-    """Put stateful models back in their just-loaded state before a run.
-
-    PocketSphinx adapts its noise estimate and cepstral mean over everything it decodes,
-    so without this a replay's words, hence its decisions, would depend on whatever the
-    process decoded before. ``Listener.reset`` does the same at the start of every engine
-    run; this covers runs that read the ASR before the engine starts.
-    """
-    reset = getattr(getattr(models, "asr", None), "reset", None)
-    if callable(reset):
-        reset()
-
-
 async def replay(
     session: Session,
     cfg: Config,
@@ -207,7 +194,6 @@ async def replay(
     def on_engine(engine: Any) -> None:
         source.engine = engine
 
-    fresh_state(models)
     return await run_conversation(cfg, models, source, session_dir=session_dir, subscribers=list(subscribers),
                                   on_engine=on_engine)
 

@@ -469,7 +469,6 @@ class ScenarioRunner:
         from duplex.app import run_conversation
         from duplex.session.echo import EchoFilter
         from duplex.session.recorder import as_recorded
-        from duplex.session.replay import fresh_state
 
         cfg = scenario_config(self.cfg, scn, [*self.overrides, *overrides])
         t0 = PerfTimer.now()
@@ -495,7 +494,6 @@ class ScenarioRunner:
                 import shutil
 
                 shutil.rmtree(session_dir)
-        fresh_state(self.models)
         result = await run_conversation(cfg, self.models, source, session_dir=session_dir, on_engine=on_engine)
         session_s = result.stats.frames * FRAME_SAMPLES / SAMPLE_RATE
         checks = evaluate(scn, user.spans, result.events, session_s)
