@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -37,7 +37,7 @@ from duplex.audio.wav import level_db
 from duplex.bus import EventBus
 from duplex.clock import Clock, MonotonicClock, PerfTimer, SimClock
 from duplex.config import Config
-from duplex.errors import DuplexError
+from duplex.errors import ConfigError, DuplexError
 from duplex.events import (
     AgentState,
     AgentStopped,
@@ -66,10 +66,8 @@ from duplex.events import (
 from duplex.history import History
 from duplex.listener import Listener, ListenerFrame
 from duplex.reply import Reply
-from duplex.stages.asr import StreamingASR
-from duplex.stages.llm import LLM
+from duplex.stages.factory import Models, PolicyFactory
 from duplex.stages.tts import TTS
-from duplex.stages.vad import VAD
 from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
 
 log = logging.getLogger(__name__)
@@ -95,33 +93,6 @@ class CaptureProcessor(Protocol):
     the player sent to the speaker in the same tick (the echo reference)."""
 
     def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass
-class Models:
-    """Loaded models, shared by every engine built from them (replays reuse them)."""
-
-    vad: VAD
-    asr: StreamingASR
-    llm: LLM
-    tts: TTS
-    backchannel_clip: np.ndarray | None = None
-
-
-def load_models(cfg: Config, warmup: bool = True) -> Models:
-    """Load every stage's model as configured (slow: seconds)."""
-    from duplex.stages.factory import make_asr, make_llm, make_tts
-    from duplex.stages.vad import SileroVAD
-
-    vad = SileroVAD()
-    asr = make_asr(cfg.asr)
-    llm = make_llm(cfg.llm)
-    tts = make_tts(cfg.tts)
-    clip_parts = list(tts.synthesize("Mm-hmm."))
-    clip = np.concatenate(clip_parts) if clip_parts else None
-    if warmup:
-        llm.warmup()
-    return Models(vad, asr, llm, tts, clip)
 
 
 @dataclass
@@ -158,10 +129,13 @@ class Engine:
         clock: Clock | None = None,
         history: History | None = None,
         aec: CaptureProcessor | None = None,
+        policy_factory: PolicyFactory | None = None,
     ) -> None:
         self.cfg = cfg
         self.models = models
         self.policy = policy
+        self._policy_factory = policy_factory
+        """Builds a policy by name for :meth:`set_policy`; the engine never imports ``policies``."""
         self.source = source
         self.sink = sink or NullSink()
         self.bus = bus or EventBus()
@@ -227,13 +201,11 @@ class Engine:
         self._emit(Notice(self.clock.now(), message=f"policy switched to {policy.name}"))
 
     def set_policy(self, name: str) -> None:
-        from dataclasses import replace
-
-        from policies import make_policy
-
-        self.policy = make_policy(replace(self.cfg.policy, name=name))  # type: ignore[arg-type]
-        self.policy.reset()
-        self._emit(Notice(self.clock.now(), message=f"policy switched to {name}"))
+        """Build the policy called ``name`` with the injected factory and switch to it
+        (replay re-issues a recorded switch this way, on its simulated clock)."""
+        if self._policy_factory is None:
+            raise ConfigError(f"cannot switch to policy {name!r}: this engine was built without a policy factory")
+        self.use_policy(self._policy_factory(replace(self.cfg.policy, name=name)))  # type: ignore[arg-type]
 
     @property
     def state(self) -> AgentState:
@@ -655,4 +627,4 @@ class Engine:
         self.bus.publish(ev)
 
 
-__all__ = ["Engine", "Models", "load_models", "EngineStats", "DuplexError", "StageError", "FRAME_MS"]
+__all__ = ["Engine", "EngineStats", "DuplexError", "StageError", "FRAME_MS"]

@@ -1,17 +1,62 @@
-"""Build stages from configuration. Backends are imported lazily, so a missing
-optional package only matters when its backend is chosen."""
+"""Build stages from configuration, and the :class:`Models` bundle an engine runs on.
+
+Backends are imported lazily, so a missing optional package only matters when its
+backend is chosen (and a heavy one, torch or CTranslate2, is not loaded until then).
+Turn policies are not built here: ``duplex/`` never imports ``policies/``. The caller
+(the command layer, a test fixture) hands :func:`load_models` a policy factory, usually
+``policies.make_policy``, and the engine builds and switches policies through it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from duplex.config import PolicyConfig
 from duplex.errors import ConfigError
+from duplex.stages.asr import StreamingASR
+from duplex.stages.llm import LLM
+from duplex.stages.tts import TTS
+from duplex.stages.vad import VAD, SileroVAD
+from duplex.turn import TurnPolicy
 
 if TYPE_CHECKING:
-    from duplex.config import ASRConfig, LLMConfig, TTSConfig
-    from duplex.stages.asr import StreamingASR
-    from duplex.stages.llm import LLM
-    from duplex.stages.tts import TTS
+    from duplex.config import ASRConfig, Config, LLMConfig, TTSConfig
+
+PolicyFactory = Callable[[PolicyConfig], TurnPolicy]
+"""Builds the turn policy a :class:`PolicyConfig` names (``policies.make_policy``)."""
+
+
+@dataclass
+class Models:
+    """Loaded models, shared by every engine built from them (replays reuse them).
+
+    ``make_policy`` builds a fresh turn policy per conversation (policies keep state);
+    ``None`` only for engines built by hand with a policy object.
+    """
+
+    vad: VAD
+    asr: StreamingASR
+    llm: LLM
+    tts: TTS
+    backchannel_clip: np.ndarray | None = None
+    make_policy: PolicyFactory | None = None
+
+
+def load_models(cfg: Config, make_policy: PolicyFactory | None, warmup: bool = True) -> Models:
+    """Load every stage's model as configured (slow: seconds)."""
+    vad = SileroVAD()
+    asr = make_asr(cfg.asr)
+    llm = make_llm(cfg.llm)
+    tts = make_tts(cfg.tts)
+    clip_parts = list(tts.synthesize("Mm-hmm."))
+    clip = np.concatenate(clip_parts) if clip_parts else None
+    if warmup:
+        llm.warmup()
+    return Models(vad, asr, llm, tts, clip, make_policy)
 
 
 def make_asr(cfg: ASRConfig) -> StreamingASR:
