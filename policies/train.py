@@ -204,21 +204,32 @@ def save(model: DuplexPredictor, meta: dict, out_dir: Path = WEIGHTS_DIR) -> Pat
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (also ``duplex train-policy``)."""
-    ap = argparse.ArgumentParser(prog="python -m policies.train", description="Train the duplex predictor.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Training's arguments (shared by ``python -m policies.train`` and ``duplex train-policy``)."""
     ap.add_argument("--data", type=Path, default=None, help="data cache (default policies/data/cache)")
-    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
-    ap.add_argument("--seed", type=int, default=TrainConfig.seed)
-    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"where predictor.pt/.json go (default {WEIGHTS_DIR})")
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"training steps (default {TrainConfig.steps})")
+    ap.add_argument("--seed", type=int, default=TrainConfig.seed, help=f"random seed (default {TrainConfig.seed})")
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads,
+                    help=f"torch threads (default {TrainConfig.threads}); same seed, data and threads give the same weights")
     ap.add_argument("--workers", type=int, default=2, help="processes for data generation")
     ap.add_argument("--no-tune", action="store_true", help="keep default thresholds (skip the dev-set search)")
     ap.add_argument("--no-early-stop", action="store_true",
                     help="keep the last step's weights instead of those with the lowest dev loss")
     ap.add_argument("--tune-only", action="store_true", help="only redo the threshold search for the weights in --out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (``duplex train-policy`` parses the same arguments and calls :func:`run`)."""
+    ap = argparse.ArgumentParser(prog="python -m policies.train", description="Train the duplex predictor.")
+    add_arguments(ap)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(a)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Train (or ``--tune-only``) as the parsed arguments say; progress goes to the log."""
     from policies import data as gen
 
     t0 = PerfTimer.now()
