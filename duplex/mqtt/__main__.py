@@ -1,5 +1,0 @@
-import sys
-
-from duplex.mqtt.cli import main
-
-sys.exit(main())
