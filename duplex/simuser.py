@@ -45,6 +45,7 @@ Every decision it makes is on the session clock, so a lockstep run is reproducib
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -71,6 +72,14 @@ SOURCES = ("text", "sound", "noise")
 NOISES = ("cough", "knock", "clap", "static")
 _KEYS = frozenset({*SOURCES, *TRIGGERS, "gain_db", "offset", "clip"})
 _PAUSE = re.compile(r"\[pause\s+(\d+)\s*(?:ms)?\]")
+MAX_TIME_S = 24 * 3600.0
+"""The latest a line may be scheduled, and the longest wait or clip a script may name."""
+MAX_PAUSE_MS = 600_000
+"""The longest ``[pause N]`` in a line (10 minutes of silence)."""
+MAX_TEXT_CHARS = 10_000
+MAX_SENTENCE = 1_000
+GAIN_DB = (-120.0, 40.0)
+"""Gains outside this are silence or a clipped square wave: a typo, not a test."""
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 _RENDER_CACHE: dict[tuple[str, str, str], np.ndarray] = {}
 _RENDER_CACHE_MAX = 256
@@ -106,16 +115,25 @@ class Span:
     label: str
 
 
-def number(value: object, where: str, key: str, *, integer: bool = False, signed: bool = False,
-           lo: float = 0.0) -> float:
-    """A script or scenario number, validated: ``ScenarioError`` naming ``where`` and ``key``."""
+def key_list(keys: Iterable[object]) -> str:
+    """Keys for a one-line message: plain names as they are, anything odd quoted (a TOML
+    key may hold a newline)."""
+    return ", ".join(k if re.fullmatch(r"[\w.-]+", k) else repr(k) for k in sorted(map(str, keys)))
+
+
+def number(value: object, where: str, key: str, *, integer: bool = False, lo: float = 0.0,
+           hi: float = MAX_TIME_S) -> float:
+    """A script or scenario number, validated: ``ScenarioError`` naming ``where`` and ``key``.
+
+    Finite and in ``lo``..``hi``; with ``integer``, a whole number from 1 to ``hi``.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ScenarioError(f"{where}: {key} must be a number, got {value!r}")
-    if integer and (not isinstance(value, int) or value < 1):
-        raise ScenarioError(f"{where}: {key} must be a whole number from 1, got {value!r}")
-    if not signed and value < lo:
-        bound = "a non-negative number" if lo == 0 else f"a number >= {lo}"
-        raise ScenarioError(f"{where}: {key} must be {bound}, got {value!r}")
+    if integer and (not isinstance(value, int) or not 1 <= value <= hi):
+        raise ScenarioError(f"{where}: {key} must be a whole number in 1..{hi:g}, got {value!r}")
+    # Compared as given: a huge TOML integer does not fit a float, and nan compares false.
+    if not (lo <= value <= hi) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ScenarioError(f"{where}: {key} must be a number in {lo:g}..{hi:g}, got {value!r}")
     return float(value)
 
 
@@ -125,11 +143,12 @@ def parse_utterance(item: object, where: str, extra_keys: Iterable[str] = ()) ->
         raise ScenarioError(f"{where} must be a table")
     unknown = set(item) - _KEYS - set(extra_keys)
     if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ScenarioError(f"{where}: unknown key(s) {key_list(unknown)}")
     trig = [t for t in TRIGGERS if t in item]
     if len(trig) != 1:
         raise ScenarioError(f"{where} needs exactly one of {', '.join(TRIGGERS)}")
-    value = number(item[trig[0]], where, trig[0], integer=trig[0] == "after_agent_sentence")
+    sentence = trig[0] == "after_agent_sentence"
+    value = number(item[trig[0]], where, trig[0], integer=sentence, hi=MAX_SENTENCE if sentence else MAX_TIME_S)
     given = [s for s in SOURCES if s in item]
     if len(given) != 1:
         raise ScenarioError(f"{where} needs exactly one of text, sound or noise")
@@ -138,7 +157,15 @@ def parse_utterance(item: object, where: str, extra_keys: Iterable[str] = ()) ->
         raise ScenarioError(f"{where}: {given[0]} must be a non-empty string")
     if given[0] == "noise" and src not in NOISES:
         raise ScenarioError(f"{where}: unknown noise {src!r} (known: {', '.join(NOISES)})")
-    gain = number(item.get("gain_db", 0.0), where, "gain_db", signed=True)
+    if given[0] == "text":
+        if len(src) > MAX_TEXT_CHARS:
+            raise ScenarioError(f"{where}: text is {len(src)} characters; the limit is {MAX_TEXT_CHARS}")
+        for m in _PAUSE.finditer(src):
+            if int(m.group(1)) > MAX_PAUSE_MS:
+                raise ScenarioError(f"{where}: {m.group(0)} is longer than the {MAX_PAUSE_MS} ms a pause may last")
+    if given[0] == "sound" and "\0" in src:
+        raise ScenarioError(f"{where}: sound must be a file path, got {src!r}")
+    gain = number(item.get("gain_db", 0.0), where, "gain_db", lo=GAIN_DB[0], hi=GAIN_DB[1])
     offset = 0.0
     if "offset" in item:
         if trig[0] != "after_agent_sentence":
@@ -174,9 +201,10 @@ def parse_script(data: dict[str, object], where: str = "script",
     Raises:
         ScenarioError: naming the file, the line (``say #k``) and the key at fault.
     """
-    voice = data.get("voice", "piper")
-    if not isinstance(voice, str):
-        raise ScenarioError(f"{where}: voice must be a string")
+    unknown = set(data) - {"voice", "say"}
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {key_list(unknown)} (a script has voice and [[say]])")
+    voice = check_voice(data.get("voice", "piper"), where)
     says = data.get("say", [])
     if not isinstance(says, list) or not says:
         raise ScenarioError(f"{where}: needs at least one [[say]] entry")
@@ -184,9 +212,32 @@ def parse_script(data: dict[str, object], where: str = "script",
     return voice, [parse_utterance(item, f"{where}: say #{k}", extra) for k, item in enumerate(says, 1)]
 
 
+def check_voice(voice: object, where: str) -> str:
+    """A user voice spec, ``piper`` or ``espeak:VOICE``, checked without loading anything."""
+    if not isinstance(voice, str):
+        raise ScenarioError(f"{where}: voice must be a string")
+    if voice != "piper" and not (voice.startswith("espeak:") and len(voice) > 7 and "\0" not in voice):
+        raise ScenarioError(f"{where}: unknown user voice {voice!r} (piper or espeak:VOICE)")
+    return voice
+
+
 def load_script(path: str | Path) -> tuple[str, list[Utterance]]:
+    """Read and validate a script, its sound files included (everything but the voice's
+    rendering), so a bad script fails before any model loads."""
     p = Path(path)
-    return parse_script(read_toml(p, "script", ScenarioError), str(p))
+    voice, utts = parse_script(read_toml(p, "script", ScenarioError), str(p))
+    check_sounds(utts, p.parent, str(p))
+    return voice, utts
+
+
+def check_sounds(utts: Iterable[Utterance], base_dir: Path, where: str) -> None:
+    """Every ``sound`` line's file readable and its ``clip`` inside it (ScenarioError otherwise)."""
+    for k, u in enumerate(utts, 1):
+        if u.sound:
+            try:
+                sound_clip(u, base_dir)
+            except ScenarioError as exc:
+                raise ScenarioError(f"{where}: say #{k}: {exc}") from None
 
 
 class UserVoice:
@@ -286,21 +337,27 @@ def synth_noise(name: str) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+def sound_clip(u: Utterance, base_dir: Path) -> np.ndarray:
+    """A ``sound`` line's audio (its ``clip`` of the file, if any), 16 kHz mono."""
+    path = base_dir / u.sound
+    try:
+        clip = read_audio(path)
+    except AudioError as exc:
+        raise ScenarioError(f"sound for line {u.label}: {exc}") from exc
+    if u.clip is not None:
+        a, b = (int(round(s * SAMPLE_RATE)) for s in u.clip)
+        if a >= len(clip):
+            raise ScenarioError(f"clip {list(u.clip)} starts after the end of {path} ({len(clip) / SAMPLE_RATE:.2f} s)")
+        clip = clip[a:b]
+    return clip
+
+
 def render_utterance(u: Utterance, voice: UserVoice, base_dir: Path) -> np.ndarray:
     """The audio of one line, gain applied."""
     if u.noise:
         clip = synth_noise(u.noise)
     elif u.sound:
-        path = base_dir / u.sound
-        try:
-            clip = read_audio(path)
-        except AudioError as exc:
-            raise ScenarioError(f"sound for line {u.label}: {exc}") from exc
-        if u.clip is not None:
-            a, b = (int(round(s * SAMPLE_RATE)) for s in u.clip)
-            if a >= len(clip):
-                raise ScenarioError(f"clip {list(u.clip)} starts after the end of {path} ({len(clip) / SAMPLE_RATE:.2f} s)")
-            clip = clip[a:b]
+        clip = sound_clip(u, base_dir)
     else:
         clip = voice.render(u.text)
     return (clip * (10 ** (u.gain_db / 20))).astype(np.float32)
@@ -318,6 +375,8 @@ class SimulatedUser:
         self.utterances = utterances
         self.max_wait_s = max_wait_s
         self.realtime = realtime
+        number(tail_s, "simulated user", "tail_s")
+        number(max_wait_s, "simulated user", "max_wait_s")
         self.tail_frames = int(tail_s * SAMPLE_RATE / FRAME_SAMPLES)
         self.clips: list[np.ndarray] = [render_utterance(u, voice, base_dir or Path(".")) for u in utterances]
         self.log: list[tuple[float, str]] = []

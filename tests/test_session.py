@@ -100,6 +100,11 @@ def test_truncated_last_line_is_ignored_with_a_warning(tmp_path, cfg):
 
 def test_stale_wav_header_is_repaired_on_load(tmp_path, cfg):
     write_session(tmp_path / "s", cfg)
+    # A crash: the recorder never closed, so session.json has no checksums and says incomplete.
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    del meta["sha256"]
+    meta["complete"] = False
+    (tmp_path / "s" / "session.json").write_text(json.dumps(meta))
     wav = tmp_path / "s" / "mic.wav"
     raw = bytearray(wav.read_bytes())
     raw[40:44] = (FRAME_SAMPLES * 2 * 3).to_bytes(4, "little")  # header says 3 frames
@@ -355,7 +360,7 @@ def _replay_args(*argv: str):
 
 
 def test_replay_cli_compare_passes_then_fails_on_a_broken_policy(recorded, models, tmp_path, capsys):
-    from duplex.session.cli import replay_main
+    from duplex.commands.replay import run as replay_main
 
     out = tmp_path / "report.json"
     assert replay_main(_replay_args(str(recorded.session_dir), "--compare", "--json", str(out)), models) == 0
@@ -372,7 +377,7 @@ def test_replay_cli_compare_passes_then_fails_on_a_broken_policy(recorded, model
 
 
 def test_replay_can_record_itself_exactly(recorded, models, tmp_path, capsys):
-    from duplex.session.cli import replay_main
+    from duplex.commands.replay import run as replay_main
     from duplex.session.report import compare_decisions
 
     again = tmp_path / "again"

@@ -13,13 +13,30 @@ from scipy.signal import resample_poly
 from duplex.audio import SAMPLE_RATE
 from duplex.errors import AudioError
 
+MIN_RATE = 8_000
+"""The lowest sample rate read (telephone audio); below it a file is not speech audio."""
+MAX_RATE = 384_000
+MAX_CHANNELS = 64
+MAX_AUDIO_S = 4 * 3600.0
+"""The longest audio file read (and what a header may claim): longer is refused before
+anything is allocated."""
+_POLY_MAX = 1_000
+"""Polyphase factors above this (an odd rate such as 44101 Hz) resample by FFT instead:
+resample_poly's filter grows with the factor."""
+
 
 def resample(x: np.ndarray, sr_from: int, sr_to: int = SAMPLE_RATE) -> np.ndarray:
     """Polyphase resampling of a mono float32 signal."""
     if sr_from == sr_to or x.size == 0:
         return x.astype(np.float32, copy=False)
     g = math.gcd(sr_from, sr_to)
-    return resample_poly(x, sr_to // g, sr_from // g).astype(np.float32)
+    up, down = sr_to // g, sr_from // g
+    if max(up, down) > _POLY_MAX:
+        from scipy.signal import resample as fft_resample
+
+        n = max(1, int(round(len(x) * sr_to / sr_from)))
+        return np.asarray(fft_resample(x, n), dtype=np.float32)
+    return resample_poly(x, up, down).astype(np.float32)
 
 
 def read_audio(path: str | Path, channels: str = "mix") -> np.ndarray:
@@ -30,7 +47,9 @@ def read_audio(path: str | Path, channels: str = "mix") -> np.ndarray:
         channels: ``mix`` averages channels; ``all`` keeps them (returns ``(n, ch)``).
 
     Raises:
-        AudioError: the file is missing, empty or not audio.
+        AudioError: the file is missing, empty, not audio, headerless (``.raw``), at a
+            sample rate outside ``MIN_RATE``..``MAX_RATE``, longer than ``MAX_AUDIO_S``
+            or holding non-finite samples (a float WAV's NaN).
     """
     import soundfile as sf
 
@@ -39,16 +58,34 @@ def read_audio(path: str | Path, channels: str = "mix") -> np.ndarray:
         raise AudioError(f"audio file not found: {p}")
     if p.is_dir():
         raise AudioError(f"expected an audio file, got a directory: {p}")
+    if p.suffix.lower() in (".raw", ".pcm"):
+        raise AudioError(f"{p}: headerless audio has no sample rate or format; convert it to WAV first, "
+                         f"e.g. sox -t raw -r 16000 -e signed -b 16 -c 1 {p.name} {p.stem}.wav")
     try:
+        info = sf.info(str(p))
+        _check_info(p, info.samplerate, info.channels, info.frames)
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
+    except (RuntimeError, sf.LibsndfileError, ValueError, TypeError, MemoryError, OSError) as exc:
+        # TypeError: soundfile asks for a rate when it cannot find a header.
         raise AudioError(f"cannot read audio file {p}: {_first_line(exc)}") from exc
     if data.shape[0] == 0:
-        raise AudioError(f"audio file is empty: {p}")
+        raise AudioError(f"audio file is empty (a header and no samples): {p}")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{p}: holds NaN or infinite samples; not usable audio")
     if channels == "all":
         return np.stack([resample(data[:, c], sr) for c in range(data.shape[1])], axis=1)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(mono, sr)
+
+
+def _check_info(p: Path, sr: int, channels: int, frames: int) -> None:
+    if not MIN_RATE <= sr <= MAX_RATE:
+        raise AudioError(f"{p}: sample rate {sr} Hz is outside {MIN_RATE}..{MAX_RATE} Hz; not speech audio")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{p}: {channels} channels; duplex reads 1..{MAX_CHANNELS}")
+    if frames / sr > MAX_AUDIO_S:
+        raise AudioError(f"{p}: {frames / sr:.0f} s of audio (as its header says) is more than the "
+                         f"{MAX_AUDIO_S:.0f} s duplex reads")
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

