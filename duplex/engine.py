@@ -39,6 +39,8 @@ from duplex.clock import Clock, MonotonicClock, PerfTimer, SimClock
 from duplex.config import Config
 from duplex.errors import ConfigError, DuplexError
 from duplex.events import (
+    AgentPaused,
+    AgentResumed,
     AgentState,
     AgentStopped,
     AgentTurnEnded,
@@ -47,6 +49,7 @@ from duplex.events import (
     ASRPartial,
     AudioPlayed,
     Backchannel,
+    BackchannelCancelled,
     BargeIn,
     Decision,
     EndOfTurn,
@@ -76,6 +79,8 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 SPECULATE_AFTER_S = 0.096
 """Silence after which a speculative reply starts on the latest partial (before the VAD
 hangover ends the run); the final transcript must match it at end of turn."""
+BACKCHANNEL_MIN_SILENCE_S = 0.096
+"""The agent's own "mm-hmm" plays only after this much silence from the user (in a pause)."""
 DRAIN_LIMIT_S = 30.0
 """After the input ends, keep ticking silence at most this long for the agent to finish."""
 
@@ -165,6 +170,9 @@ class Engine:
         self._utt_owner: dict[int, str] = {}
         self._overlap_onset: float | None = None
         self._overlap_decided = False
+        self._paused_at: float | None = None
+        """When the policy paused the reply (``Decision.PAUSE``); None when playing."""
+        self._agent_bc_onset: float | None = None
         self._stopped_pending: tuple[int, float] | None = None
         self._last_agent_bc = -1e9
         self._frame_index = 0
@@ -270,7 +278,7 @@ class Engine:
 
         # 1. Speaker: one chunk. In lockstep, wait for audio the reply is still computing.
         reply = self._reply
-        if reply is not None and not self.live and not reply.cancelled:
+        if reply is not None and not self.live and not reply.cancelled and self._paused_at is None:
             delay = self.cfg.engine.sim_response_delay_ms / 1000 if reply.first_played_t is None else 0.0
             if t_start >= reply.started_t + delay:
                 await reply.wait_audio()
@@ -316,6 +324,7 @@ class Engine:
             partial=lf.partial,
             user_turn_open=self._user_turn_open,
             raw_mic=raw_mic if self.aec is not None else None,
+            agent_paused=self._paused_at is not None,
         )
         out: PolicyOutput = self.policy.step(x)
         if out.probs:
@@ -397,11 +406,25 @@ class Engine:
     async def _act(self, out: PolicyOutput, x: PolicyInput, lf: ListenerFrame, t: float) -> None:
         d = out.decision
         reply = self._reply
+        self._watch_agent_backchannel(lf, t)
         if x.agent_speaking and reply is not None:
             onset = self._overlap_onset if self._overlap_onset is not None else t
+            paused_at = self._paused_at
+            timeout = False
+            if paused_at is not None and d not in (Decision.BARGE_IN, Decision.RESUME, Decision.BACKCHANNEL) \
+                    and t - paused_at >= self.cfg.engine.pause_timeout_s - 1e-9:
+                d, timeout = (Decision.BARGE_IN if x.user_speaking else Decision.RESUME), True
+            if d is Decision.PAUSE and paused_at is None:
+                self._paused_at = t
+                self.player.pause()
+                self._emit(AgentPaused(t, turn=reply.turn, onset=onset, reaction=round(t - onset, 6), text=lf.partial))
+                return
+            if paused_at is not None and d in (Decision.RESUME, Decision.BACKCHANNEL):
+                self._resume(t, reply.turn, timeout, lf.partial)
             if d is Decision.BARGE_IN:
                 self.stats.barge_ins += 1
-                self._emit(BargeIn(t, turn=reply.turn, onset=onset, reaction=round(t - onset, 6), text=lf.partial))
+                self._emit(BargeIn(t, turn=reply.turn, onset=onset, reaction=round(t - onset, 6), text=lf.partial,
+                                   after_pause=paused_at is not None))
                 self._stopped_pending = (reply.turn, onset)
                 self._utt_owner[lf.utterance] = "turn"
                 if lf.ended and lf.final:
@@ -413,7 +436,10 @@ class Engine:
                 self.stats.backchannels += 1
                 self._emit(Backchannel(t, who="user", text=lf.partial, onset=onset))
                 self._overlap_onset = None
-            elif d is Decision.CONTINUE and self._overlap_onset is not None and not x.user_speaking:
+            elif d is Decision.RESUME and paused_at is not None:
+                self._overlap_onset = None
+            elif d is Decision.CONTINUE and self._overlap_onset is not None and not x.user_speaking \
+                    and self._paused_at is None:
                 self._emit(OverlapIgnored(t, onset=onset, duration=round(t - onset, 6), text=lf.partial))
                 self._overlap_onset = None
             return
@@ -421,8 +447,26 @@ class Engine:
             return  # thinking: a reply is being prepared
         if d is Decision.END_OF_TURN and self._user_turn_open:
             await self._end_of_turn(t, lf)
-        elif d is Decision.BACKCHANNEL_OPPORTUNITY and self._user_turn_open and not x.user_speaking:
+        elif d is Decision.BACKCHANNEL_OPPORTUNITY and self._user_turn_open \
+                and x.silence >= BACKCHANNEL_MIN_SILENCE_S - 1e-9:
             self._agent_backchannel(t)
+
+    def _resume(self, t: float, turn: int, timeout: bool, text: str) -> None:
+        """End a pause without a barge-in: play on from the held sample."""
+        paused_at, self._paused_at = self._paused_at, None
+        self.player.resume()
+        if paused_at is not None:
+            self._emit(AgentResumed(t, turn=turn, paused_for=round(t - paused_at, 6), timeout=timeout, text=text))
+
+    def _watch_agent_backchannel(self, lf: ListenerFrame, t: float) -> None:
+        """The user spoke again within the agent's "mm-hmm": cut it (never over their words)."""
+        if self._agent_bc_onset is None:
+            return
+        if self.player.playing_kind != "backchannel" and not self.player.busy:
+            self._agent_bc_onset = None
+        elif lf.silence == 0.0 and self.player.flush_kind("backchannel"):
+            self._emit(BackchannelCancelled(t, onset=self._agent_bc_onset))
+            self._agent_bc_onset = None
 
     async def _speculate(self, lf: ListenerFrame) -> None:
         """The user went quiet: start the reply now, hold its audio until end of turn."""
@@ -549,6 +593,8 @@ class Engine:
         if reply is None:
             return
         self._reply = None
+        self._paused_at = None
+        self.player.resume()
         if interrupted:
             await reply.cancel()
         elif reply.task is not None:
@@ -570,6 +616,7 @@ class Engine:
         if t - self._last_agent_bc < cfg.agent_backchannel_min_gap_s:
             return
         self._last_agent_bc = t
+        self._agent_bc_onset = t
         self.stats.agent_backchannels += 1
         self.player.enqueue(Segment(-1, clip, "mm-hmm", word_timing("mm-hmm", clip), kind="backchannel"))
         self._emit(Backchannel(t, who="agent", text="mm-hmm", onset=t))
@@ -581,7 +628,7 @@ class Engine:
         if reply is not None and not self.live and reply.first_played_t is not None and not self.player.busy:
             # Lockstep: whether the reply is over must not depend on how fast the LLM is.
             await reply.wait_audio()
-        if reply is not None and reply.finished and not reply.cancelled:
+        if reply is not None and reply.finished and not reply.cancelled and self._paused_at is None:
             await self._end_reply(interrupted=False)
             reply = None
         if self._muted:
@@ -589,6 +636,8 @@ class Engine:
         elif reply is not None and not reply.cancelled:
             if reply.first_played_t is None:
                 state = AgentState.THINKING
+            elif self._paused_at is not None:
+                state = AgentState.PAUSED
             else:
                 state = AgentState.OVERLAP if lf.user_speaking else AgentState.SPEAKING
         else:

@@ -29,6 +29,8 @@ class AgentState(str, Enum):
     THINKING = "thinking"
     SPEAKING = "speaking"
     OVERLAP = "overlap"
+    PAUSED = "paused"
+    """The agent's reply is held mid-word while the policy decides (see ``Decision.PAUSE``)."""
     MUTED = "muted"
 
 
@@ -39,6 +41,10 @@ class Decision(str, Enum):
     CONTINUE = "continue"
     BACKCHANNEL = "backchannel"
     BARGE_IN = "barge_in"
+    PAUSE = "pause"
+    """Unsure: hold playback now, keep the reply; decide later (see :mod:`duplex.turn`)."""
+    RESUME = "resume"
+    """After a PAUSE: it was a backchannel or noise; play on from the same sample."""
     # While the user speaks (or has just stopped).
     HOLD = "hold"
     END_OF_TURN = "end_of_turn"
@@ -200,6 +206,45 @@ class BargeIn(ControlEvent):
     onset: float = 0.0
     reaction: float = 0.0
     text: str = ""
+    after_pause: bool = False
+    """The reply had been paused (``AgentPaused``) before this commit."""
+    DECISION: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPaused(ControlEvent):
+    """Speech under the agent and the policy is unsure: playback holds, the reply lives on.
+
+    ``onset`` is when the user's speech began; ``reaction`` the decision time after it.
+    """
+
+    turn: int = 0
+    onset: float = 0.0
+    reaction: float = 0.0
+    text: str = ""
+    DECISION: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResumed(ControlEvent):
+    """A pause ended without a barge-in: playback goes on from the sample it held.
+
+    ``paused_for`` is how long the agent was silent; ``timeout`` says the pause ran
+    out (``engine.pause_timeout_s``) with the user silent rather than the policy resuming.
+    """
+
+    turn: int = 0
+    paused_for: float = 0.0
+    timeout: bool = False
+    text: str = ""
+    DECISION: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class BackchannelCancelled(ControlEvent):
+    """The agent's own "mm-hmm" was cut because the user spoke again within it."""
+
+    onset: float = 0.0
     DECISION: ClassVar[bool] = True
 
 

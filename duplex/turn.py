@@ -7,7 +7,34 @@ the returned :class:`PolicyOutput`:
 * while the agent speaks: ``BARGE_IN`` cancels the reply; ``BACKCHANNEL`` is logged and
   the agent keeps talking; ``CONTINUE`` (or ``None``) changes nothing;
 * while the user has the floor: ``END_OF_TURN`` starts the reply; ``HOLD`` waits;
-  ``BACKCHANNEL_OPPORTUNITY`` lets the agent say "mm-hmm" in a pause.
+  ``BACKCHANNEL_OPPORTUNITY`` lets the agent say "mm-hmm" in a pause (the engine plays
+  it only when the user has been silent ``BACKCHANNEL_MIN_SILENCE_S``, at most once per
+  ``policy.predictor.agent_backchannel_min_gap_s``, and cuts it if the user speaks
+  within it).
+
+Pause, then decide
+------------------
+A policy that hears speech under the agent but cannot yet tell a backchannel from a
+barge-in may return ``PAUSE`` on any frame where ``agent_speaking`` is true and
+``agent_paused`` is false. The engine then:
+
+* silences the speaker from the next chunk (within one frame) and holds the play
+  cursor exactly where it is; the reply stays alive (the LLM and TTS keep producing
+  into the buffer), ``AgentPaused`` is emitted and ``agent_paused`` is true on every
+  following frame (``agent_speaking`` stays true: the reply still holds the floor);
+* on ``RESUME`` (or ``BACKCHANNEL``) while paused: plays on from the same sample
+  (nothing skipped, nothing repeated, so the words heard stay exact) and emits
+  ``AgentResumed``;
+* on ``BARGE_IN``, paused or not: commits. The reply is cancelled, its audio flushed,
+  and history keeps only what was heard before the pause; ``BargeIn.after_pause`` says
+  whether it had been paused;
+* on ``CONTINUE``/``None`` while paused: keeps waiting. A pause that is neither committed
+  nor resumed within ``engine.pause_timeout_s`` resolves by itself on that frame: a
+  barge-in if ``user_speaking`` is still true, else a resume (``AgentResumed.timeout``).
+
+``PAUSE`` while already paused, ``RESUME`` while not paused, and either while the agent
+is not speaking are ignored. Policies that never return ``PAUSE`` (``rules``,
+``smart-turn``) see ``agent_paused`` false throughout and behave as before.
 """
 
 from __future__ import annotations
@@ -77,6 +104,8 @@ class PolicyInput:
     """The user has spoken since the agent last took the turn (an end of turn is due)."""
     raw_mic: np.ndarray | None = None
     """The microphone before echo cancellation, when AEC is on."""
+    agent_paused: bool = False
+    """The policy's ``PAUSE`` holds the reply's playback (see "Pause, then decide" above)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,10 @@ Transcript rules (the issue's wording in brackets):
 * user speech that starts while the agent talks is a line of its own until the policy
   decides: a barge-in keeps it, a backchannel folds it into the agent's line as an
   inline mark at the word where it started, ignored noise stays dimmed;
-  the agent's own "mm-hmm" is an inline mark in the user's line [backchannels inline].
+  the agent's own "mm-hmm" is an inline mark in the user's line [backchannels inline];
+* a policy's pause is a line of its own under the agent's: "paused" while the reply is
+  held, then "resumed after N ms" or "committed: barge-in after N ms" [pause / resume /
+  commit shown].
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from duplex.events import (
+    AgentPaused,
+    AgentResumed,
     AgentState,
     AgentStopped,
     AgentTurnEnded,
@@ -36,6 +41,7 @@ from duplex.events import (
     ASRPartial,
     AudioPlayed,
     Backchannel,
+    BackchannelCancelled,
     BargeIn,
     EndOfTurn,
     Event,
@@ -59,7 +65,10 @@ MAX_LINES = 400
 MAX_LOG = 2000
 
 Who = Literal["user", "agent"]
-Status = Literal["live", "final", "overlap", "barge_in", "ignored", "backchannel", "thinking", "done", "cut"]
+Status = Literal["live", "final", "overlap", "barge_in", "ignored", "backchannel", "thinking", "done", "cut",
+                 "paused", "resumed", "committed"]
+PAUSE_STATUSES = ("paused", "resumed", "committed")
+"""Statuses of the pause line (``who`` is ``agent``; it is not the agent's turn line)."""
 
 
 @dataclass
@@ -119,6 +128,7 @@ class Transcript:
         self._utt_mark: dict[int, tuple[str, int]] = {}  # utterance folded into (agent key, mark index)
         self._next_overlap = False
         self._seq = 0
+        self._pause: tuple[str, float] | None = None  # (pause line key, paused at)
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -163,7 +173,7 @@ class Transcript:
 
     def _current_agent(self) -> Line | None:
         for line in reversed(self.lines.values()):
-            if line.who == "agent":
+            if line.who == "agent" and line.status not in PAUSE_STATUSES:
                 return line
         return None
 
@@ -248,6 +258,28 @@ class Transcript:
         if line is not None:
             line.status = "ignored"
             self._changed(line)
+
+    # --- pause, then decide --------------------------------------------------------------
+
+    def paused(self, t: float) -> None:
+        self._seq += 1
+        line = self._put(Line(f"p{self._seq}", "agent", "paused", text="paused", t=t))
+        self._pause = (line.key, t)
+
+    def pause_resolved(self, t: float, committed: bool, timeout: bool = False) -> None:
+        if self._pause is None:
+            return
+        key, t0 = self._pause
+        self._pause = None
+        line = self.lines.get(key)
+        if line is None:
+            return
+        ms = f"{(t - t0) * 1000:.0f} ms"
+        if committed:
+            line.status, line.text = "committed", f"committed: barge-in after {ms}"
+        else:
+            line.status, line.text = "resumed", f"resumed after {ms}" + (" (timeout)" if timeout else "")
+        self._changed(line)
 
     # --- the agent's side ------------------------------------------------------------------
 
@@ -426,10 +458,23 @@ class SessionView:
                           f"{len(ev.generated.split())} words")
             case BargeIn():
                 tr.barge_in()
+                if ev.after_pause:
+                    tr.pause_resolved(ev.t, committed=True)
                 self.timing.row(ev.turn).reaction = ev.reaction
                 self.dirty.add("timing")
-                self._log(ev, "BARGE-IN", f"turn {ev.turn}, reaction {ev.reaction * 1000:.0f} ms: {ev.text!r}",
+                after = " after a pause" if ev.after_pause else ""
+                self._log(ev, "BARGE-IN", f"turn {ev.turn}, reaction {ev.reaction * 1000:.0f} ms{after}: {ev.text!r}",
                           "decision")
+            case AgentPaused():
+                tr.paused(ev.t)
+                self._log(ev, "PAUSE", f"turn {ev.turn}, reaction {ev.reaction * 1000:.0f} ms: {ev.text!r}",
+                          "decision")
+            case AgentResumed():
+                tr.pause_resolved(ev.t, committed=False, timeout=ev.timeout)
+                why = " (timeout)" if ev.timeout else ""
+                self._log(ev, "resume", f"turn {ev.turn} after {ev.paused_for * 1000:.0f} ms{why}", "decision")
+            case BackchannelCancelled():
+                self._log(ev, "backchannel cut", "agent: the user spoke again within it", "decision")
             case AgentStopped():
                 self.timing.row(ev.turn).stopped = ev.latency
                 self._log(ev, "agent stopped", f"turn {ev.turn}, silent {ev.latency * 1000:.0f} ms after onset")
@@ -495,5 +540,5 @@ class SessionView:
 
 
 def state_label(state: AgentState) -> str:
-    """LISTENING / THINKING / SPEAKING / BOTH (overlap) / MUTED."""
+    """LISTENING / THINKING / SPEAKING / BOTH (overlap) / PAUSED / MUTED."""
     return "BOTH" if state is AgentState.OVERLAP else state.value.upper()

@@ -61,6 +61,8 @@ class Player:
         self.pending = 0
         self._silence = np.zeros(CHUNK_SAMPLES, dtype=np.float32)
         self.flushed_samples = 0
+        self.paused = False
+        """While paused, :meth:`pull` gives silence and the queue and its cursor stay put."""
 
     @property
     def busy(self) -> bool:
@@ -90,8 +92,37 @@ class Player:
         self.flushed_samples += dropped
         return dropped
 
+    def pause(self) -> None:
+        """Hold playback at the current sample (the next :meth:`pull` is silent)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Play on from exactly the sample where :meth:`pause` held."""
+        self.paused = False
+
+    def flush_kind(self, kind: str) -> int:
+        """Drop queued and playing audio of one kind (the agent's backchannel clip)."""
+        dropped = 0
+        if self._cur is not None and self._cur.seg.kind == kind:
+            dropped += len(self._cur.seg.audio) - self._cur.pos
+            self._cur = None
+        keep = deque(s for s in self._queue if s.kind != kind)
+        dropped += sum(len(s.audio) for s in self._queue if s.kind == kind)
+        self._queue = keep
+        self.pending -= dropped
+        self.flushed_samples += dropped
+        return dropped
+
+    @property
+    def playing_kind(self) -> str | None:
+        """The kind of the segment under the cursor (``None`` between segments)."""
+        return self._cur.seg.kind if self._cur is not None else None
+
     def pull(self) -> PlayedChunk:
-        """The next chunk for the speaker: queued audio, padded with silence."""
+        """The next chunk for the speaker: queued audio, padded with silence (all silence when paused)."""
+        if self.paused:
+            self.cursor += CHUNK_SAMPLES
+            return PlayedChunk(self._silence, None, 0)
         if self._cur is None and self._queue:
             self._cur = _Cursor(self._queue.popleft())
         cur = self._cur

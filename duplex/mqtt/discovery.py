@@ -65,7 +65,7 @@ def discovery_configs(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
             state_topic=topics.state,
             value_template="{{ value_json.state }}",
             device_class="enum",
-            options=["listening", "thinking", "speaking", "overlap", "muted"],
+            options=["listening", "thinking", "speaking", "overlap", "paused", "muted"],
             icon="mdi:account-voice",
         ),
         entity(

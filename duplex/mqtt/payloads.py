@@ -29,6 +29,8 @@ from duplex.events import (
     AgentTurnEnded,
     AgentTurnStarted,
     ASRFinal,
+    AgentPaused,
+    AgentResumed,
     Backchannel,
     BargeIn,
     EndOfTurn,
@@ -53,6 +55,8 @@ EVENT_TYPES = (
     "agent_turn_started",
     "agent_turn_ended",
     "barge_in",
+    "agent_paused",
+    "agent_resumed",
     "backchannel",
     "latency",
     "error",
@@ -193,10 +197,18 @@ class EventMapper:
                 return self.event(
                     "agent_turn_ended", t, turn=turn, interrupted=interrupted, generated=generated, heard=heard
                 )
-            case BargeIn(turn=turn, onset=onset, reaction=reaction, text=text):
+            case BargeIn(turn=turn, onset=onset, reaction=reaction, text=text, after_pause=after_pause):
                 return self.event(
-                    "barge_in", t, turn=turn, reaction_ms=_ms(reaction), onset_t=round(onset, 6), transcript=text
+                    "barge_in", t, turn=turn, reaction_ms=_ms(reaction), onset_t=round(onset, 6), transcript=text,
+                    after_pause=after_pause,
                 )
+            case AgentPaused(turn=turn, onset=onset, reaction=reaction, text=text):
+                return self.event(
+                    "agent_paused", t, turn=turn, reaction_ms=_ms(reaction), onset_t=round(onset, 6), transcript=text
+                )
+            case AgentResumed(turn=turn, paused_for=paused_for, timeout=timeout, text=text):
+                return self.event("agent_resumed", t, turn=turn, paused_ms=_ms(paused_for), timeout=timeout,
+                                  transcript=text)
             case Backchannel(who=who, text=text):
                 return self.event("backchannel", t, who=who, text=text)
             case TurnLatency() as lat:

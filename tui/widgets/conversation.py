@@ -11,7 +11,7 @@ from textual.containers import HorizontalGroup, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from tui.view import Line
+from tui.view import PAUSE_STATUSES, Line
 
 USER = "bold #5fafff"
 AGENT = "bold #d787ff"
@@ -41,6 +41,11 @@ def render_line(line: Line) -> Text:
     """How one transcript line looks (also what the tests read): a ``LABEL_W`` speaker
     column, then the words."""
     t = Text()
+    if line.who == "agent" and line.status in PAUSE_STATUSES:
+        icon = {"paused": "⏸", "resumed": "▶", "committed": "⏹"}[line.status]
+        t.append(f"{icon:>{LABEL_W - 1}} ", MARK)
+        t.append(line.text, "bold yellow" if line.status == "paused" else ("red" if line.status == "committed" else MARK))
+        return t
     if line.who == "agent" and line.status == "backchannel":
         t.append(f"{'↳':>{LABEL_W - 1}} ", MARK)
         t.append("agent: ", MARK)

@@ -18,6 +18,7 @@ STATE_STYLES = {
     AgentState.THINKING: "bold black on #ffd75f",
     AgentState.SPEAKING: "bold white on #8757d7",
     AgentState.OVERLAP: "bold white on #d75f5f",
+    AgentState.PAUSED: "bold black on #ffaf5f",
     AgentState.MUTED: "bold white on #585858",
 }
 
