@@ -1,9 +1,14 @@
 """One agent reply: LLM tokens → text chunks → TTS → the player's queue.
 
-All per-turn state lives in a :class:`Reply`, which the engine throws away whole.
+All per-turn state lives in a :class:`Reply`, which the engine throws away whole:
+what it generated, what the listener heard (``heard``, from the play cursor) and its
+latency accounting (:class:`TurnTiming`, turned into one ``TurnLatency``).
 Cancellation (barge-in) sets the LLM's cancel flag, cancels and awaits the producing
 task, and flushes this turn's audio from the player; the thread computing the
 current token or sentence finishes on its own and its result is dropped.
+
+:class:`Voice` picks the voice and language of the next reply: it follows the language
+the recogniser heard.
 """
 
 from __future__ import annotations
@@ -14,20 +19,34 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 
-from duplex.audio.player import Player, Segment, word_timing
+from duplex.audio.player import PlayedChunk, Player, Segment, word_timing
 from duplex.clock import Clock, PerfTimer
+from duplex.config import TTSConfig
 from duplex.errors import DuplexError
-from duplex.events import Event, LLMToken, StageError, TextToTTS
+from duplex.events import Event, LanguageDetected, LLMToken, Notice, StageError, TextToTTS, TurnLatency
 from duplex.stages.chunker import TextChunker
+from duplex.stages.factory import make_tts
 from duplex.stages.llm import LLM, Message
+from duplex.stages.multilingual import base_language, reply_language_instruction, voice_for_language
 from duplex.stages.tts import TTS
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+@dataclass
+class TurnTiming:
+    """Where a reply's latency starts: the user's end of speech and the end-of-turn decision."""
+
+    speech_end_t: float
+    eot_t: float
+    asr_final: float
+    eot_wall: float
 
 
 class Reply:
@@ -80,6 +99,8 @@ class Reply:
         back until :meth:`confirm` (end of turn) or dropped by :meth:`cancel`."""
         self.user_text = user_text
         self._held: list[Segment] = []
+        self.timing: TurnTiming | None = None
+        """Set when the reply answers a turn (or a ``say``); spent by :meth:`latency`."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -207,6 +228,86 @@ class Reply:
 
     # --- accounting ------------------------------------------------------------------------
 
+    def on_played(self, played: PlayedChunk, t: float) -> bool:
+        """Account a chunk of this reply the speaker played; True on the first one."""
+        first = self.first_played_t is None
+        if first:
+            self.first_played_t = t
+        self.played_samples += played.n_voiced
+        self.heard.extend(played.words)
+        return first
+
+    def latency(self, now: float, live: bool) -> TurnLatency | None:
+        """The turn's latency breakdown, once (``None`` when there is no timing left)."""
+        tm, self.timing = self.timing, None
+        if tm is None:
+            return None
+        llm_ft = (self.first_token_wall - self.started_wall) if self.first_token_wall else None
+        tts_fa = (self.first_audio_wall - self.first_chunk_wall) if self.first_audio_wall and self.first_chunk_wall else None
+        v2v: float | None = None
+        if self.first_played_t is not None:
+            if live:
+                v2v = self.first_played_t - tm.speech_end_t
+            elif self.first_audio_wall is not None:
+                # Lockstep: compute took no session time, so add the real compute still
+                # outstanding at the decision (none if a speculative reply was ready):
+                # what a live run on this machine would have waited.
+                v2v = (tm.eot_t - tm.speech_end_t) + max(0.0, self.first_audio_wall - tm.eot_wall)
+        return TurnLatency(
+            now, turn=self.turn, end_of_turn=round(tm.eot_t - tm.speech_end_t, 6),
+            asr_final=round(tm.asr_final, 6),
+            llm_first_token=round(llm_ft, 6) if llm_ft is not None else None,
+            tts_first_audio=round(tts_fa, 6) if tts_fa is not None else None,
+            voice_to_voice=round(v2v, 6) if v2v is not None else None,
+        )
+
     @property
     def heard_text(self) -> str:
         return " ".join(self.heard)
+
+
+class Voice:
+    """The voice and language of the next reply: the recogniser's language, with a
+    matching voice where one can be loaded (built once per language, off the loop)."""
+
+    def __init__(self, tts_cfg: TTSConfig, default: TTS, pool: Executor, emit: Callable[[Event], None]) -> None:
+        self.cfg = tts_cfg
+        self.default = default
+        self.tts = default
+        self.lang: str | None = None
+        self._pool = pool
+        self._emit = emit
+        self._voices: dict[str, TTS] = {}
+
+    def instruction(self) -> str:
+        """The system-prompt line asking for a reply in the user's language ('' for the default)."""
+        if not self.lang or base_language(self.lang) == base_language(self.cfg.language):
+            return ""
+        return reply_language_instruction(self.lang)
+
+    async def follow(self, asr: object, t: float) -> bool:
+        """Follow the language ``asr`` heard last; True when the reply's prompt must change."""
+        lang = getattr(asr, "language", None)
+        if not lang or lang == self.lang:
+            return False
+        first = self.lang is None
+        self.lang = lang
+        self._emit(LanguageDetected(t, language=lang,
+                                    probability=float(getattr(asr, "language_probability", 0.0) or 0.0)))
+        voice_cfg, notice = voice_for_language(self.cfg, lang)
+        if voice_cfg is None:
+            self.tts = self.default
+            if notice:
+                self._emit(Notice(t, message=notice))
+        elif voice_cfg == self.cfg:
+            self.tts = self.default
+        else:
+            if lang not in self._voices:
+                loop = asyncio.get_running_loop()
+                try:
+                    self._voices[lang] = await loop.run_in_executor(self._pool, make_tts, voice_cfg)
+                except DuplexError as exc:
+                    self._emit(StageError(t, stage="tts", message=f"no voice for {lang}: {exc}"))
+                    self._voices[lang] = self.default
+            self.tts = self._voices[lang]
+        return not (first and self.instruction() == "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -16,7 +17,17 @@ from duplex.events import (
     StateChanged,
 )
 from duplex.history import INTERRUPTED_MARK
-from harness import DEFAULT_REPLY, FRAME_S, ScriptedPolicy, run_timeline, says
+from harness import (
+    DEFAULT_REPLY,
+    FRAME_S,
+    FakeASR,
+    FakeLLM,
+    ScriptedPolicy,
+    arun_timeline,
+    make_models,
+    run_timeline,
+    says,
+)
 
 ASK = says("tell me about the moon", 0.0, 1.2)
 
@@ -76,3 +87,51 @@ def test_states_follow_the_timeline():
     states = [e.state.value for e in run.of(StateChanged)]
     assert states[:3] == ["thinking", "speaking", "listening"] or states[:2] == ["speaking", "listening"], states
     assert run.first(AgentTurnStarted).t == run.first(EndOfTurn).t
+
+
+# --- nothing heavy on the event loop ------------------------------------------------------
+
+SLOW_POLICY_S = 0.020
+"""Per frame: smart-turn's ONNX costs 10-65 ms on this class of machine."""
+SLOW_FINAL_S = 0.150
+"""The final ASR decode when the policy ends the turn inside the VAD hangover."""
+
+
+async def loop_lateness_while(coro) -> tuple[object, list[float]]:
+    """Run ``coro`` beside a 5 ms heartbeat; returns its result and how late each beat woke."""
+    loop = asyncio.get_running_loop()
+    lates: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        while not done.is_set():
+            t0 = loop.time()
+            await asyncio.sleep(0.005)
+            lates.append(loop.time() - t0 - 0.005)
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        result = await coro
+    finally:
+        done.set()
+        await beat
+    return result, lates
+
+
+def test_a_slow_policy_and_final_asr_do_not_block_the_loop():
+    script = [says("tell me about the moon", 0.0, 0.6)]
+
+    def end_in_hangover(x):  # forces listener.close_utterance(), the final decode
+        return Decision.END_OF_TURN if x.user_turn_open and x.user_speaking and x.silence >= 0.1 else None
+
+    policy = ScriptedPolicy(rule=end_in_hangover, step_delay_s=SLOW_POLICY_S)
+    asr = FakeASR(script, finish_delay_s=SLOW_FINAL_S)
+    models = make_models(script, asr=asr, llm=FakeLLM(["Yes."]))
+    run, lates = asyncio.run(loop_lateness_while(
+        arun_timeline(script, policy=policy, models=models, duration=1.0, realtime=True)))
+    assert run.first(EndOfTurn).text == "tell me about the moon"
+    assert asr.finishes == 1, "the turn did not end inside the hangover"
+    assert "MainThread" not in policy.threads and policy.threads, policy.threads
+    lates.sort()
+    assert len(lates) > 50
+    assert lates[-1] < FRAME_S, f"loop woke {lates[-1] * 1000:.1f} ms late (p50 {lates[len(lates) // 2] * 1000:.2f} ms)"
