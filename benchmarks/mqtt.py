@@ -72,7 +72,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 class Broker:
-    """A broker in its own process: ``mosquitto`` or ``amqtt`` (``python -m duplex.mqtt broker``)."""
+    """A broker in its own process: ``mosquitto`` or ``amqtt`` (``duplex broker``)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -87,7 +87,7 @@ class Broker:
                             f"user {os.environ.get('USER') or 'root'}\n")
             cmd = [str(MOSQUITTO), "-c", str(conf)]
         else:
-            cmd = [sys.executable, "-m", "duplex.mqtt", "broker", "--port", str(self.port)]
+            cmd = [sys.executable, "-m", "duplex.cli", "broker", "--port", str(self.port)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         wait_port(self.port)

@@ -28,11 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE  # noqa: E402
 from duplex.config import load_config  # noqa: E402
-from duplex.engine import load_models  # noqa: E402
 from duplex.session.replay import replay, session_config  # noqa: E402
 from duplex.session.report import compare_decisions, decision_lines  # noqa: E402
 from duplex.session.scenario import ScenarioRunner, parse_scenario  # noqa: E402
 from duplex.session.store import load_session  # noqa: E402
+from duplex.stages.factory import load_models  # noqa: E402
+from policies import make_policy  # noqa: E402
 
 MIN_SESSION_S = 60.0
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append({"policy": {"name": args.policy}})
     cfg = load_config(None, overrides)
     t0 = time.perf_counter()
-    models = load_models(cfg)
+    models = load_models(cfg, make_policy)
     load_s = time.perf_counter() - t0
     record_wall = None
     tmp = tempfile.TemporaryDirectory(prefix="duplex-replay-bench-")

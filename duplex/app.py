@@ -1,6 +1,8 @@
 """Wiring: models + engine + recorder + console output (+ MQTT) for one conversation.
 
-The CLI, the TUI, replay and the benchmarks all build conversations through here.
+The commands, the TUI, replay, scenarios and the benchmarks all build conversations
+through here. The turn policy comes from ``models.make_policy`` (injected by whoever
+loaded the models): this module, like the engine, never imports ``policies``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from duplex.audio.sink import AudioSink, NullSink
 from duplex.audio.source import AudioSource, WavSource
 from duplex.bus import EventBus
 from duplex.config import Config
-from duplex.engine import Engine, EngineStats, Models
-from duplex.errors import DuplexError
+from duplex.engine import Engine, EngineStats
+from duplex.errors import ConfigError, DuplexError
 from duplex.events import (
     AgentTurnEnded,
     ASRFinal,
@@ -33,6 +35,7 @@ from duplex.events import (
     TurnLatency,
 )
 from duplex.session.recorder import Recorder, Recording, as_recorded
+from duplex.stages.factory import Models
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,6 @@ def new_session_dir(root: str | Path, label: str = "run") -> Path:
 
 
 def make_source(input_wav: str | None, simulate: str | None, models: Models | None, realtime: bool) -> AudioSource:
-    from duplex.errors import ConfigError
-
     if input_wav and simulate:
         raise ConfigError("give either --input or --simulate, not both")
     if input_wav:
@@ -156,16 +157,16 @@ async def run_conversation(
     """
     if session_dir is not None and recording is not None:
         raise ValueError("run_conversation: give session_dir or recording, not both")
-    from policies import make_policy
-
+    if models.make_policy is None:
+        raise ConfigError("run_conversation needs models loaded with a policy factory (load_models(cfg, make_policy))")
     bus = bus or EventBus()
     events: list[Event] = []
     if keep_events:
         bus.subscribe(events.append)
     for s in subscribers:
         bus.subscribe(s)
-    engine = Engine(cfg, models, make_policy(cfg.policy), source, sink or NullSink(), bus=bus,
-                    aec=make_capture_aec(cfg, source, bus))
+    engine = Engine(cfg, models, models.make_policy(cfg.policy), source, sink or NullSink(), bus=bus,
+                    aec=make_capture_aec(cfg, source, bus), policy_factory=models.make_policy)
     attach = getattr(source, "attach", None)
     if attach is not None:
         attach(bus)

@@ -30,9 +30,10 @@ def cfg():
 @pytest.fixture(scope="session")
 def models(cfg):
     """The packaged default models (VAD, pocketsphinx, SmolLM2 via llama.cpp, piper)."""
-    from duplex.engine import load_models
+    from duplex.stages.factory import load_models
+    from policies import make_policy
 
-    return load_models(cfg)
+    return load_models(cfg, make_policy)
 
 
 @pytest.fixture(scope="session")

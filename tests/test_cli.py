@@ -61,3 +61,76 @@ def test_bad_simulated_user_script(tmp_path):
     s = tmp_path / "s.toml"
     s.write_text('[[say]]\ntext = "hi"\n')
     assert_one_line_error(duplex("run", "--simulate", str(s), "--no-record"), "needs exactly one of")
+
+
+# --- every subcommand is a real command --------------------------------------------------------
+
+SUBCOMMANDS = ("run", "demo", "talk", "replay", "test-scenarios", "export-case", "bench", "eval-policy",
+               "train-policy", "models", "broker", "mqtt", "mqtt tail", "enroll")
+HELP_MENTIONS = {
+    # A flag of each command's own, so forwarded or empty help fails.
+    "run": "--simulate", "demo": "--no-record", "talk": "--simulate", "replay": "--compare",
+    "test-scenarios": "--keep", "export-case": "OUT.tsv", "bench": "--mode", "eval-policy": "--per-source",
+    "train-policy": "--steps", "models": "--config", "broker": "--port", "mqtt": "tail", "mqtt tail": "--device",
+    "enroll": "--remove",
+}
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_real_help(command, capsys):
+    from duplex.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*command.split(), "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: duplex {command}"), out
+    assert HELP_MENTIONS[command] in out, out
+
+
+def test_help_lists_commands_from_one_table():
+    from duplex.commands import COMMANDS
+
+    assert sorted(COMMANDS) == sorted(c for c in SUBCOMMANDS if " " not in c)
+    out = duplex("--help").stdout
+    for name, info in COMMANDS.items():
+        mod = info.load()
+        assert callable(mod.add_arguments) and callable(mod.run) and mod.__doc__, name
+        assert name in out
+
+
+def test_policy_names_come_from_one_registry(capsys):
+    import typing
+
+    from duplex.cli import main
+    from duplex.config import PolicyConfig
+    from policies import BUILDERS, POLICY_NAMES
+
+    # The config's Literal is what validation checks; the registry must build exactly those.
+    assert set(typing.get_args(typing.get_type_hints(PolicyConfig)["name"])) == set(POLICY_NAMES) == set(BUILDERS)
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "{" + ",".join(POLICY_NAMES) + "}" in out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "--policies", "rules,magic"], "--policies"),
+    (["bench", "--scripts", "/nonexistent/script.toml"], "script.toml"),
+    (["eval-policy", "/nonexistent/cases"], "/nonexistent/cases"),
+    (["eval-policy", "--frobnicate", "x"], "frobnicate"),
+    (["train-policy", "--steps", "many"], "--steps"),
+    (["mqtt"], "mqtt tail"),
+    (["replay", "/nonexistent/session"], "/nonexistent/session"),
+])
+def test_bad_input_to_every_kind_of_command_is_one_line(args, needle):
+    assert_one_line_error(duplex(*args), needle)
+
+
+def test_the_latency_benchmark_ships_with_the_package():
+    import duplex
+    from duplex.bench.latency import DEFAULT_SCRIPTS, check_scripts
+
+    package = Path(duplex.__file__).resolve().parent
+    assert DEFAULT_SCRIPTS and all(package in s.parents for s in DEFAULT_SCRIPTS)
+    assert check_scripts(None) == list(DEFAULT_SCRIPTS)  # each one parses

@@ -235,7 +235,7 @@ def test_a_pause_inside_the_user_sentence(run_scenario):
 
 @pytest.mark.scenario
 def test_test_scenarios_fails_on_a_broken_policy(models, capsys, tmp_path):
-    from duplex.session.cli import scenarios_main
+    from duplex.commands.scenarios import run as scenarios_main
 
     broken = ["--policy", "rules", "--set", "policy.rules.barge_in_min_speech_ms=100000",
               "--set", "policy.rules.backchannel_max_ms=100000", "--set", "policy.rules.stop_word_min_ms=100000"]

@@ -3,7 +3,7 @@
 :class:`~tui.app.DuplexApp` shows a :class:`~tui.session.Session` — a live
 conversation (:class:`~tui.session.LiveSession`) or a prepared event stream
 (:class:`~tui.session.EventFeed`). :func:`tui.cli.run_tui` is the entry point for other
-commands; :func:`tui.cli.talk_main` implements ``duplex talk``.
+commands (``duplex talk`` lives in :mod:`duplex.commands.talk`).
 """
 
 from __future__ import annotations

@@ -1,31 +1,32 @@
-"""``duplex talk`` (the microphone, ``--simulate`` or ``--input``) and :func:`run_tui` for replays.
-
-Everything a user can get wrong is checked before the models load and before the
-terminal switches to the app, so it prints one line and exits 2.
-"""
+"""How commands start the terminal UI: :func:`run_tui` (``duplex talk``, ``duplex replay
+--tui``) and :func:`live_audio_available`. Argument parsing and printing live in
+:mod:`duplex.commands`."""
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from duplex.errors import AudioError
+from duplex.audio.sink import AudioSink
+from duplex.audio.source import AudioSource
+from duplex.config import Config
+from duplex.stages.factory import Models
+from tui.app import DuplexApp
+from tui.session import LiveSession
 
-if TYPE_CHECKING:
-    from duplex.audio.sink import AudioSink
-    from duplex.audio.source import AudioSource
-    from duplex.config import Config
-    from duplex.engine import Models
 
-EXIT_USAGE = 2
-NO_AUDIO = "no sound card / PyAudio not available: try duplex talk --simulate examples/demo.toml"
+@dataclass(frozen=True, slots=True)
+class TuiOutcome:
+    """How a terminal-UI run ended: the app's exit code, or why the conversation failed."""
+
+    code: int
+    error: str | None = None
 
 
 def run_tui(cfg: Config, models: Models, source: AudioSource, session_dir: Path | None, title: str,
-            sink: AudioSink | None = None) -> int:
-    """Run one conversation in the terminal UI until the user quits; returns the exit code.
+            sink: AudioSink | None = None) -> TuiOutcome:
+    """Run one conversation in the terminal UI until the user quits.
 
     Args:
         cfg: the validated profile.
@@ -35,16 +36,10 @@ def run_tui(cfg: Config, models: Models, source: AudioSource, session_dir: Path 
         title: shown in the state bar (e.g. ``duplex replay SESSION``).
         sink: where the agent's audio is played (default: nowhere but the recording).
     """
-    from tui.app import DuplexApp
-    from tui.session import LiveSession
-
     session = LiveSession(cfg, models, source, session_dir, sink=sink, title=title)
     app = DuplexApp(session)
     code = app.run()
-    if app.finish_error:
-        print(f"duplex: error: {app.finish_error}", file=sys.stderr)
-        return 1
-    return int(code or 0)
+    return TuiOutcome(int(code or 0), app.finish_error or None)
 
 
 def live_audio_available(pyaudio_module: Any = None) -> bool:
@@ -52,7 +47,7 @@ def live_audio_available(pyaudio_module: Any = None) -> bool:
     mod = pyaudio_module
     if mod is None:
         try:
-            import pyaudio as mod  # type: ignore[no-redef]
+            import pyaudio as mod  # type: ignore[no-redef]  # optional [mic] extra
         except ImportError:
             return False
     try:
@@ -67,56 +62,3 @@ def live_audio_available(pyaudio_module: Any = None) -> bool:
         return False
     finally:
         pa.terminate()
-
-
-def _session_dir(args: argparse.Namespace, cfg: Config) -> Path | None:
-    from duplex.app import new_session_dir
-
-    if getattr(args, "out", None):
-        return Path(args.out)
-    if not cfg.recording.enabled:
-        return None
-    return new_session_dir(cfg.recording.dir, "talk")
-
-
-def talk_main(args: argparse.Namespace, pyaudio_module: Any = None) -> int:
-    """``duplex talk [--simulate SCRIPT | --input USER.wav] [--out DIR] [--no-record] ...``"""
-    from duplex.app import make_source
-    from duplex.cli import load_cfg
-    from duplex.engine import load_models
-
-    cfg = load_cfg(args)
-    simulate, wav = getattr(args, "simulate", None), getattr(args, "input", None)
-    live = not simulate and not wav
-    if live and not live_audio_available(pyaudio_module):
-        print(f"duplex: {NO_AUDIO}", file=sys.stderr)
-        return EXIT_USAGE
-    if wav:
-        make_source(wav, simulate, None, True)  # a bad file or both flags fail here, before the models load
-    elif simulate:
-        from duplex.simuser import load_script
-
-        load_script(simulate)  # a missing or invalid script fails here too
-    out = _session_dir(args, cfg)
-    print(f"duplex: loading models ({cfg.asr.backend}, {cfg.llm.backend}, {cfg.tts.backend}, "
-          f"policy {cfg.policy.name})...", file=sys.stderr)
-    models = load_models(cfg)
-    sink = None
-    if live:
-        from duplex.audio.sink import PyAudioSink
-        from duplex.audio.source import MicSource
-
-        source: Any = MicSource(max_queue=cfg.engine.mic_queue_frames, pyaudio_module=pyaudio_module)
-        try:
-            sink = PyAudioSink(pyaudio_module=pyaudio_module)
-        except AudioError:
-            print(f"duplex: {NO_AUDIO}", file=sys.stderr)
-            return EXIT_USAGE
-        title = "duplex talk (microphone)"
-    else:
-        source = make_source(wav, simulate, models, realtime=True)
-        title = f"duplex talk --{'simulate' if simulate else 'input'} {Path(simulate or wav).name}"
-    code = run_tui(cfg, models, source, out, title, sink=sink)
-    if out is not None and out.exists():
-        print(f"session recorded in {out}/ (mic.wav, agent.wav, events.jsonl, session.json)")
-    return code

@@ -64,7 +64,8 @@ async def shoot(cfg: object, models: object, script: str, out: Path, size: tuple
 
 def main(argv: list[str] | None = None) -> int:
     from duplex.config import load_config
-    from duplex.engine import load_models
+    from duplex.stages.factory import load_models
+    from policies import make_policy
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--simulate", default=str(ROOT / "examples" / "demo.toml"))
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     cols, rows = (int(x) for x in a.size.lower().split("x"))
     cfg = load_config(a.config)
     print("loading models...", file=sys.stderr)
-    models = load_models(cfg)
+    models = load_models(cfg, make_policy)
     path = asyncio.run(shoot(cfg, models, a.simulate, Path(a.out), (cols, rows), a.turn, a.after))
     print(f"wrote {path}")
     return 0

@@ -26,6 +26,7 @@ import numpy as np
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.audio.source import pace
 from duplex.bus import EventBus
+from duplex.errors import PolicyError
 from duplex.events import (
     AgentState,
     AgentTurnEnded,
@@ -40,17 +41,20 @@ from duplex.events import (
     UserSpeechStarted,
     event_from_dict,
 )
+from policies import POLICY_NAMES
 
 if TYPE_CHECKING:
     from duplex.audio.sink import AudioSink
     from duplex.audio.source import AudioSource
     from duplex.config import Config
-    from duplex.engine import Engine, Models
+    from duplex.engine import Engine
     from duplex.session.recorder import Recorder
+    from duplex.stages.factory import Models
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("rules", "predictor", "smart-turn")
+POLICIES = POLICY_NAMES
+"""The policies the switch key cycles through (the one registry, :data:`policies.POLICY_NAMES`)."""
 Publish = Callable[[Event], None]
 
 
@@ -309,14 +313,16 @@ class LiveSession:
             self.engine.bus.publish(Notice(t, message=message))
 
     async def set_policy(self, name: str) -> None:
-        from policies import make_policy
-
-        # Build it once off the loop: imports, weights and ONNX sessions load in a thread,
-        # and a missing model raises here (PolicyError) before the engine is touched.
-        await asyncio.to_thread(make_policy, replace(self.cfg.policy, name=name))  # type: ignore[arg-type]
+        # Build it once, off the loop (weights and ONNX sessions load in a thread), with
+        # the engine's own factory; a missing model raises here (PolicyError) before the
+        # engine is touched.
         if self.engine is None:
             raise RuntimeError("the conversation has not started yet")
-        self.engine.set_policy(name)
+        make_policy = self.models.make_policy
+        if make_policy is None:
+            raise PolicyError("these models were loaded without a policy factory: the policy cannot be switched")
+        policy = await asyncio.to_thread(make_policy, replace(self.cfg.policy, name=name))  # type: ignore[arg-type]
+        self.engine.use_policy(policy)
 
     def thresholds(self) -> dict[str, float]:
         return policy_thresholds(self.engine.policy) if self.engine is not None else {}

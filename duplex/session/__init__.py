@@ -8,7 +8,8 @@
 * :mod:`.scenario` scripts a user against the agent with expected outcomes
   (:mod:`.pytest_plugin` for test suites);
 * :mod:`.export` turns a session into a stereo WAV + TSV evaluation case;
-* :mod:`.cli` is ``duplex replay``, ``duplex test-scenarios`` and ``duplex export-case``.
+* ``duplex replay``, ``duplex test-scenarios`` and ``duplex export-case`` live in
+  :mod:`duplex.commands`.
 """
 
 FORMAT_VERSION = 1

@@ -20,6 +20,9 @@ then::
 Models load once per test session (``duplex_models``, from ``duplex_config``: the default
 profile); override either fixture to use your own. ``assert_scenario`` turns a scenario's
 ``[known_failure]`` for the policy in use into an ``xfail``.
+
+Like the commands, this plugin is an entry point: it wires the whole stack, so it is the
+one module under ``duplex/session`` that imports ``policies`` (for ``make_policy``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Any
 import pytest
 
 from duplex.session.scenario import Scenario, ScenarioResult, ScenarioRunner, load_scenario, parse_scenario
+from duplex.stages.factory import load_models
+from policies import make_policy
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,9 +54,7 @@ def duplex_config() -> Any:
 @pytest.fixture(scope="session")
 def duplex_models(duplex_config: Any) -> Any:
     """Models loaded once for every scenario of the test session."""
-    from duplex.engine import load_models
-
-    return load_models(duplex_config)
+    return load_models(duplex_config, make_policy)
 
 
 @pytest.fixture(scope="session")

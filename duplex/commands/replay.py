@@ -1,0 +1,113 @@
+"""``duplex replay``: a recorded session through the pipeline again, on the simulated clock.
+
+Exit status: 0 fine, 1 when ``--compare`` finds decisions that differ from the recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from duplex.app import ConsolePrinter
+from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
+from duplex.clock import PerfTimer
+from duplex.commands.common import (
+    EXIT_DIFFERENT,
+    add_config_arguments,
+    load_all_models,
+    note,
+    overrides,
+    write_json,
+)
+from duplex.commands.talk import tui_exit
+from duplex.session.recorder import model_identities
+from duplex.session.replay import ReplaySource, recorded_commands, replay, session_config, was_lockstep
+from duplex.session.report import build_report, compare_decisions, decision_lines
+from duplex.session.store import load_session
+from duplex.stages.factory import Models
+from tui.cli import run_tui
+
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("session", help="a session directory")
+    p.add_argument("--realtime", action="store_true", help="pace on the wall clock")
+    p.add_argument("--compare", action="store_true", help="exit 1 if decisions differ from the recording")
+    p.add_argument("--json", help="write the interruption report here")
+    p.add_argument("--out", "-o", help="record the replay as a new session here")
+    p.add_argument("--tui", action="store_true", help="watch the replay in the terminal UI")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace, models: Models | None = None) -> int:
+    """``models``: already loaded ones (tests), else they load for the session's config."""
+    session = load_session(args.session)
+    for w in session.warnings:
+        note(w)
+    cfg = session_config(session, args.config, overrides(args))
+    changed = model_changes(session.meta.get("models") or {}, model_identities(cfg))
+    if changed:
+        note("models differ from the recording (" + "; ".join(changed) + "): decisions may differ")
+    out = Path(args.out) if args.out else None
+
+    if args.tui:
+        m = load_all_models(cfg, models)
+        source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames),
+                              realtime=True, name=f"replay of {session.path.name}")
+        return tui_exit(run_tui(cfg, m, source, out, f"replay of {session.path.name}"))
+
+    m = load_all_models(cfg, models)
+    subscribers = [ConsolePrinter()] if args.realtime else []
+    t0 = PerfTimer.now()
+    result = asyncio.run(replay(session, cfg, m, realtime=args.realtime, session_dir=out,
+                                subscribers=subscribers, switch_policy=not getattr(args, "policy", None)))
+    wall = PerfTimer.now() - t0
+    session_s = result.stats.frames * FRAME_SAMPLES / SAMPLE_RATE
+    report = build_report(result.events)
+    print(f"replayed {session.path} ({session.duration:.1f} s recorded, {session_s:.1f} s with the drain) "
+          f"with policy {cfg.policy.name} in {wall:.1f} s ({wall / max(session_s, 1e-9):.2f}x real time)")
+    print(report.format())
+    status = 0
+    diff: list[str] = []
+    if args.compare:
+        if args.realtime:
+            note("--realtime replays run on the wall clock: their decisions vary from run to run")
+        if not was_lockstep(session):
+            note("the recording ran live (wall clock); a simulated-clock replay reproduces its decisions only approximately")
+        diff = compare_decisions(session.events, result.events)
+        n = len(decision_lines(session.events))
+        if diff:
+            print(f"decisions DIFFER from the recording ({n} recorded, {len(decision_lines(result.events))} replayed):")
+            print("\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else ""))
+            status = EXIT_DIFFERENT
+        else:
+            print(f"decisions identical to the recording ({n} decision events)")
+    if args.json:
+        write_json({
+            "session": str(session.path),
+            "policy": cfg.policy.name,
+            "recorded_s": session.duration,
+            "replayed_s": session_s,
+            "wall_s": round(wall, 3),
+            "report": report.to_dict(),
+            "recorded_report": build_report(session.events).to_dict(),
+            "compare": {"identical": not diff, "diff": diff} if args.compare else None,
+        }, args.json)
+    if out is not None:
+        print(f"replay recorded in {out}/")
+    return status
+
+
+def model_changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between the models a session recorded and the ones configured now."""
+    out = []
+    for key in ("vad", "asr", "llm", "tts"):
+        if recorded.get(key) and recorded.get(key) != now.get(key):
+            out.append(f"{key}: {recorded.get(key)} -> {now.get(key)}")
+    rp, np_ = recorded.get("packages") or {}, now.get("packages") or {}
+    for pkg in sorted(set(rp) & set(np_)):
+        if pkg != "duplex" and rp[pkg] != np_[pkg]:
+            out.append(f"{pkg} {rp[pkg]} -> {np_[pkg]}")
+    return out
