@@ -27,8 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +35,9 @@ import numpy as np
 
 from duplex.errors import DuplexError, PolicyError
 from duplex.events import Decision
-from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
+from duplex.turn import TurnPolicy
 from policies.harness import FRAME_S, Case, CaseRunner, LabelledEvent, Trace, list_cases, listen_cached, load_case
+from policies.realcases import source_of
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,14 @@ def make_named_policy(name: str) -> TurnPolicy:
 class CaseScore:
     """Per-event outcomes of one policy on one case."""
 
+    source: str = "other"
     confusion: list[tuple[str, str]] = field(default_factory=list)
     barge_latency: list[float] = field(default_factory=list)
+    """Onset to the first stop the user hears (a pause or a barge-in), per barge-in caught."""
+    commit_latency: list[float] = field(default_factory=list)
+    """Onset to the committed barge-in (the reply cancelled)."""
+    stopped: list[tuple[str, bool]] = field(default_factory=list)
+    """(label, the agent paused or stopped) for every event heard while the agent spoke."""
     eot_delay: list[float] = field(default_factory=list)
     spurious_barge_ins: int = 0
     spurious_eots: int = 0
@@ -74,11 +80,12 @@ def _times(trace: Trace, decision: Decision) -> np.ndarray:
     return np.array([t for t, d in zip(trace.t, trace.decisions, strict=True) if d is decision])
 
 
-def score_case(events: Sequence[LabelledEvent], trace: Trace) -> CaseScore:
+def score_case(events: Sequence[LabelledEvent], trace: Trace, source: str = "other") -> CaseScore:
     """Score one policy's trace against one case's labels (see the module docstring)."""
-    s = CaseScore(agent_seconds=float(np.sum(trace.agent_speaking)) * FRAME_S)
+    s = CaseScore(source=source, agent_seconds=float(np.sum(trace.agent_speaking)) * FRAME_S)
     bi = _times(trace, Decision.BARGE_IN)
-    bc = _times(trace, Decision.BACKCHANNEL)
+    bc = np.concatenate([_times(trace, Decision.BACKCHANNEL), _times(trace, Decision.RESUME)])
+    pause = _times(trace, Decision.PAUSE)
     eot = _times(trace, Decision.END_OF_TURN)
     agent_ev = sorted((e for e in events if e.label in AGENT_LABELS), key=lambda e: e.start)
     bi_used = np.zeros(len(bi), dtype=bool)
@@ -88,16 +95,21 @@ def score_case(events: Sequence[LabelledEvent], trace: Trace) -> CaseScore:
         if k + 1 < len(agent_ev):
             hi = min(hi, max(e.end, agent_ev[k + 1].start - ONSET_SLACK_S))
         in_bi = (bi >= lo) & (bi <= hi)
+        in_pause = (pause >= lo) & (pause <= hi)
         bi_used |= in_bi
         if in_bi.any():
             pred = "barge_in"
             if e.label == "barge_in":
-                s.barge_latency.append(float(bi[in_bi].min() - e.start))
+                first = bi[in_bi].min()
+                s.commit_latency.append(float(first - e.start))
+                stops = pause[in_pause & (pause <= first)]
+                s.barge_latency.append(float(min(first, stops.min() if stops.size else first) - e.start))
         elif ((bc >= lo) & (bc <= hi)).any():
             pred = "backchannel"
         else:
             pred = "noise"
         s.confusion.append((e.label, pred))
+        s.stopped.append((e.label, bool(in_bi.any() or in_pause.any())))
     s.spurious_barge_ins = int((~bi_used).sum())
     eot_used = np.zeros(len(eot), dtype=bool)
     for e in events:
@@ -137,7 +149,9 @@ def summarise(scores: Sequence[CaseScore], compute: np.ndarray) -> dict:
     barges = [(t, p) for t, p in conf if t == "barge_in"]
     holds = [(t, p) for t, p in conf if t == "hold"]
     eots = [(t, p) for t, p in conf if t == "end_of_turn"]
+    stopped = [(lab, st) for s in scores for lab, st in s.stopped]
     lat = [x for s in scores for x in s.barge_latency]
+    commit = [x for s in scores for x in s.commit_latency]
     delay = [x for s in scores for x in s.eot_delay]
     agent_min = sum(s.agent_seconds for s in scores) / 60
     return {
@@ -148,6 +162,9 @@ def summarise(scores: Sequence[CaseScore], compute: np.ndarray) -> dict:
         "missed_barge_in_rate": _r(sum(p != "barge_in" for _, p in barges) / len(barges)) if barges else None,
         "barge_in_latency_ms_p50": _pct(lat, 50),
         "barge_in_latency_ms_p95": _pct(lat, 95),
+        "barge_in_commit_ms_p50": _pct(commit, 50),
+        "backchannel_stop_or_pause_rate": _share([st for lab, st in stopped if lab == "backchannel"]),
+        "backchannel_lost_turn_rate": _rate(conf, "backchannel", "barge_in"),
         "spurious_barge_ins": sum(s.spurious_barge_ins for s in scores),
         "spurious_barge_ins_per_agent_min": _r(sum(s.spurious_barge_ins for s in scores) / agent_min) if agent_min else None,
         "eot_premature_rate": _r(sum(p == "end_of_turn" for _, p in holds) / len(holds)) if holds else None,
@@ -161,6 +178,10 @@ def summarise(scores: Sequence[CaseScore], compute: np.ndarray) -> dict:
     }
 
 
+def _share(flags: list[bool]) -> float | None:
+    return _r(sum(flags) / len(flags)) if flags else None
+
+
 def _rate(conf: list[tuple[str, str]], label: str, pred: str) -> float | None:
     rel = [p for t, p in conf if t == label]
     return _r(sum(p == pred for p in rel) / len(rel)) if rel else None
@@ -171,9 +192,13 @@ def _r(x: float | None) -> float | None:
 
 
 def evaluate(
-    cases: Sequence[Path], policies: dict[str, TurnPolicy], progress: bool = True
+    cases: Sequence[Path], policies: dict[str, TurnPolicy], progress: bool = True, per_source: bool = True
 ) -> dict:
-    """Run every policy over every case; returns the JSON-ready report."""
+    """Run every policy over every case; returns the JSON-ready report.
+
+    ``per_source`` adds the same summary for each source of the cases (the part of a
+    case name before its first ``-``, see :func:`policies.realcases.source_of`).
+    """
     from tqdm import tqdm
 
     scores: dict[str, list[CaseScore]] = {n: [] for n in policies}
@@ -185,22 +210,85 @@ def evaluate(
         per_case[case.name] = {}
         for name, pol in policies.items():
             trace = runner.run(pol)
-            sc = score_case(case.events, trace)
+            sc = score_case(case.events, trace, source_of(case.name))
             scores[name].append(sc)
             compute[name].append(trace.compute_s)
             per_case[case.name][name] = {
                 "confusion": sc.confusion,
+                "stopped": sc.stopped,
                 "barge_in_latency_s": [round(x, 3) for x in sc.barge_latency],
                 "eot_delay_s": [round(x, 3) for x in sc.eot_delay],
                 "spurious_barge_ins": sc.spurious_barge_ins,
                 "spurious_eots": sc.spurious_eots,
             }
-    report = {
+    report: dict = {
         "cases": len(cases),
         "policies": {n: summarise(scores[n], np.concatenate(compute[n]) if compute[n] else np.zeros(0)) for n in policies},
-        "per_case": per_case,
     }
+    if per_source:
+        sources = sorted({sc.source for sc in next(iter(scores.values()), [])})
+        report["per_source"] = {
+            src: {n: summarise([sc for sc in scores[n] if sc.source == src], np.zeros(0)) for n in policies}
+            for src in sources
+        }
+    report["per_case"] = per_case
     return report
+
+
+# --- end-of-turn decision budget: the turn-detector benchmarks' two numbers -----------------
+
+BUDGETS_MS = (0, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+"""Decision budgets swept: the silence after which a policy may end the turn at the earliest."""
+
+
+def budget_knob(name: str) -> str | None:
+    """The config key that sets a policy's decision budget (None: the policy has none)."""
+    return {"rules": "rules.end_of_turn_silence_ms", "smart-turn": "rules.smart_turn_trigger_ms",
+            "predictor": "predictor.end_of_turn_min_silence_ms"}.get(name)
+
+
+def eot_budget_curve(cases: Sequence[Path], name: str, build: Callable[[str, int], TurnPolicy] | None = None,
+                     budgets: Sequence[int] = BUDGETS_MS) -> dict:
+    """Premature cut-offs and delay as the end-of-turn decision budget grows.
+
+    Only cases with user-turn labels are run. Returns the curve plus the two numbers
+    turn-detector benchmarks quote: the false cut-off rate at a 300 ms budget and the
+    smallest p50 delay at which false cut-offs are at most 5 %.
+    """
+    build = build or budget_policy
+    prepared = []
+    for wav in cases:
+        case = load_case(wav)
+        if any(e.label in USER_LABELS for e in case.events):
+            prepared.append((case, runner_for(wav, case)))
+    curve = []
+    for ms in budgets:
+        pol = build(name, ms)
+        scores = [score_case(case.events, runner.run(pol)) for case, runner in prepared]
+        m = summarise(scores, np.zeros(0))
+        curve.append({"budget_ms": ms, "false_cutoff_rate": m["eot_premature_rate"], "eot_missed_rate": m["eot_missed_rate"],
+                      "eot_delay_ms_p50": m["eot_delay_ms_p50"]})
+    at300 = next((c["false_cutoff_rate"] for c in curve if c["budget_ms"] == 300), None)
+    ok = [c["eot_delay_ms_p50"] for c in curve
+          if c["false_cutoff_rate"] is not None and c["false_cutoff_rate"] <= 0.05 and c["eot_delay_ms_p50"] is not None]
+    return {"curve": curve, "false_cutoff_at_300ms": at300, "delay_ms_at_5pct_false_cutoff": min(ok) if ok else None,
+            "cases": len(prepared)}
+
+
+def budget_policy(name: str, ms: int) -> TurnPolicy:
+    """Policy ``name`` with its end-of-turn decision budget set to ``ms``."""
+    from dataclasses import replace
+
+    from duplex.config import PolicyConfig
+    from policies import make_policy
+
+    cfg = PolicyConfig(name=name)  # type: ignore[arg-type]
+    knob = budget_knob(name)
+    if knob is None:
+        raise PolicyError(f"policy {name!r} has no end-of-turn decision budget to sweep")
+    section, key = knob.split(".")
+    cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: ms})})
+    return make_policy(cfg)
 
 
 def runner_for(wav: Path, case: Case) -> CaseRunner:
@@ -214,6 +302,9 @@ ROWS: list[tuple[str, str]] = [
     ("missed barge-ins", "missed_barge_in_rate"),
     ("barge-in latency p50 ms", "barge_in_latency_ms_p50"),
     ("barge-in latency p95 ms", "barge_in_latency_ms_p95"),
+    ("barge-in commit p50 ms", "barge_in_commit_ms_p50"),
+    ("backchannels that stop or pause", "backchannel_stop_or_pause_rate"),
+    ("backchannels that cost the turn", "backchannel_lost_turn_rate"),
     ("spurious barge-ins /agent-min", "spurious_barge_ins_per_agent_min"),
     ("EOT premature cut-offs (holds)", "eot_premature_rate"),
     ("EOT missed", "eot_missed_rate"),
@@ -254,112 +345,109 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-# --- threshold search on the dev split ----------------------------------------------------
+SOURCE_ROWS: list[tuple[str, str]] = [
+    ("bc stop/pause", "backchannel_stop_or_pause_rate"),
+    ("bc lost turn", "backchannel_lost_turn_rate"),
+    ("missed barge", "missed_barge_in_rate"),
+    ("barge p50 ms", "barge_in_latency_ms_p50"),
+    ("premature EOT", "eot_premature_rate"),
+    ("EOT p50 ms", "eot_delay_ms_p50"),
+]
 
 
-class _Replay:
-    """A predictor whose probabilities were computed once; only its decision rules run."""
-
-    name = "predictor-replay"
-
-    def __init__(self, policy: object, pa: np.ndarray, pu: np.ndarray) -> None:
-        self.policy = policy
-        self.pa, self.pu = pa, pu
-        self.i = 0
-
-    def reset(self) -> None:
-        self.i = 0
-        self.policy.reset_decisions()  # type: ignore[attr-defined]
-
-    def step(self, x: PolicyInput) -> PolicyOutput:
-        out = self.policy.decide(x, self.pa[self.i], self.pu[self.i])  # type: ignore[attr-defined]
-        self.i += 1
-        return out
+def format_sources(report: dict) -> str:
+    """One row per source and policy: the headline numbers (n/a where a source has no such event)."""
+    names = list(report["policies"])
+    head = "| source | policy | " + " | ".join(label for label, _ in SOURCE_ROWS) + " | events |"
+    lines = [head, "| --- | --- |" + " ---: |" * (len(SOURCE_ROWS) + 1)]
+    for src, by_policy in report.get("per_source", {}).items():
+        for n in names:
+            m = by_policy[n]
+            cells = []
+            for _, key in SOURCE_ROWS:
+                v = m[key]
+                cells.append("n/a" if v is None else (f"{100 * v:.0f} %" if key.endswith("rate") else f"{v:.0f}"))
+            c = m["counts"]
+            ev = f"{c['barge_in']}b {c['backchannel+noise']}bc {c['hold']}h {c['end_of_turn']}e"
+            lines.append(f"| {src} | {n} | " + " | ".join(cells) + f" | {ev} |")
+    return "\n".join(lines)
 
 
-def tune_thresholds(weights: Path, dev_wavs: Sequence[Path], progress: bool = True) -> dict[str, float]:
-    """Pick decision thresholds on the dev cases (held-out voices).
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The evaluation's arguments (shared by ``python -m policies.eval`` and ``duplex eval-policy``)."""
+    ap.add_argument("cases", type=Path, help="directory of NAME.wav + NAME.tsv cases")
+    ap.add_argument("--policy", action="append", choices=POLICIES, help="repeatable; default: all three")
+    ap.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                    help="an extra predictor column with these weights (repeatable)")
+    ap.add_argument("--json", type=Path, default=None, help="write the full report (summary, per source, per case) here")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N cases")
+    ap.add_argument("--per-source", action="store_true", help="also print a table per source")
+    ap.add_argument("--budget-curve", action="store_true",
+                    help="sweep the end-of-turn decision budget (false cut-offs at 300 ms, delay at 5 %%)")
 
-    Barge-in: the lowest p50 latency with at most 2 % false and 2 % missed barge-ins
-    (else the fewest errors). End of turn (threshold and minimum silence): the lowest p50
-    delay with at most 2 % premature cut-offs (else the fewest). Backchannel: the best
-    backchannel F1.
-    """
-    from duplex.config import PredictorConfig
-    from policies.predictor import PredictorPolicy
 
-    pol = PredictorPolicy(PredictorConfig(weights=str(weights), barge_in_threshold=0.5, end_of_turn_threshold=0.5))
-    prepared = []
-    for wav in dev_wavs:
-        case = load_case(wav)
-        runner = runner_for(wav, case)
-        pol.reset()
-        pa, pu = [], []
-        for x in runner.inputs():
-            a, u = pol.model.step(pol.features(x))
-            pa.append(a)
-            pu.append(u)
-        prepared.append((case, runner, _Replay(pol, np.array(pa), np.array(pu))))
+def run(a: argparse.Namespace, progress: bool = True) -> dict:
+    """Evaluate as the parsed arguments say; returns the report (raises DuplexError)."""
+    from dataclasses import replace
 
-    def run(thr_barge: float, thr_bc: float, thr_eot: float, min_sil: float = 0.0) -> dict:
-        pol.thr_barge, pol.thr_bc, pol.thr_eot, pol.eot_min_silence = thr_barge, thr_bc, thr_eot, min_sil
-        scores = [score_case(case.events, runner.run(rep)) for case, runner, rep in prepared]
-        return summarise(scores, np.zeros(0))
+    from duplex.config import PolicyConfig, PredictorConfig
+    from policies import make_policy
 
-    grid = [round(x, 3) for x in np.concatenate([np.arange(0.2, 0.9, 0.05), [0.9, 0.93, 0.96, 0.98]])]
-    best_b: tuple[float, float] = (math.inf, 0.5)
-    best_e: tuple[float, float, float] = (math.inf, 0.5, 0.0)
-    for thr in grid:
-        for min_sil in (0.0, 0.1, 0.2, 0.3, 0.45, 0.6):
-            m = run(thr, 0.5, thr, min_sil)
-            if min_sil == 0.0:
-                fb, mb = m["false_barge_in_rate"] or 0.0, m["missed_barge_in_rate"] or 0.0
-                lat = (m["barge_in_latency_ms_p50"] or 5000) / 1000
-                cost_b = lat if fb <= 0.02 and mb <= 0.02 else 10 + 10 * (fb + mb) + lat
-                if cost_b < best_b[0]:
-                    best_b = (cost_b, thr)
-                log.info("barge-in threshold %.3f: false %.3f missed %.3f p50 %.3f", thr, fb, mb, lat)
-            pm, me = m["eot_premature_rate"] or 0.0, m["eot_missed_rate"] or 0.0
-            dl = (m["eot_delay_ms_p50"] or 5000) / 1000
-            cost_e = dl + me if pm <= 0.02 else 10 + 10 * pm + dl
-            if cost_e < best_e[0]:
-                best_e = (cost_e, thr, min_sil)
-            log.info("end-of-turn threshold %.3f, min silence %.2f: premature %.3f p50 %.3f", thr, min_sil, pm, dl)
-    best_bc = (-1.0, 0.5)
-    for thr in grid:
-        m = run(best_b[1], thr, best_e[1], best_e[2])
-        f1 = m["per_class"]["backchannel"]["f1"] or 0.0
-        if f1 > best_bc[0]:
-            best_bc = (f1, thr)
-    out = {
-        "barge_in": float(best_b[1]), "backchannel": float(best_bc[1]), "end_of_turn": float(best_e[1]),
-        "end_of_turn_min_silence_ms": int(round(best_e[2] * 1000)), "backchannel_opportunity": 0.6,
-    }
-    log.info("tuned thresholds on %d dev cases: %s", len(prepared), out)
-    return out
+    wavs = list_cases(a.cases)
+    if a.limit:
+        wavs = wavs[: a.limit]
+    names = a.policy or list(POLICIES)
+    policies = {n: make_named_policy(n) for n in names}
+    extra: dict[str, str] = {}
+    for spec in a.weights:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise PolicyError(f"--weights wants NAME=PATH, got {spec!r}")
+        if not Path(path).exists():
+            raise PolicyError(f"--weights {label}: no such file {path}")
+        extra[label] = path
+        policies[label] = make_policy(PolicyConfig(name="predictor", predictor=PredictorConfig(weights=path)))
+    report = evaluate(wavs, policies, progress=progress)
+    report["cases_dir"] = str(a.cases)
+    if a.budget_curve:
+        def build(name: str, ms: int) -> TurnPolicy:
+            if name in extra:
+                pc = replace(PredictorConfig(weights=extra[name]), end_of_turn_min_silence_ms=ms)
+                return make_policy(PolicyConfig(name="predictor", predictor=pc))
+            return budget_policy(name, ms)
+
+        report["eot_budget"] = {n: eot_budget_curve(wavs, n, build) for n in policies}
+    return report
+
+
+def format_budget(report: dict) -> str:
+    rows = ["| policy | false cut-offs at 300 ms budget | delay p50 where false cut-offs <= 5 % |", "| --- | ---: | ---: |"]
+    for n, b in report.get("eot_budget", {}).items():
+        f300 = b["false_cutoff_at_300ms"]
+        d5 = b["delay_ms_at_5pct_false_cutoff"]
+        rows.append(f"| {n} | {'n/a' if f300 is None else f'{100 * f300:.0f} %'} | {'not reached' if d5 is None else f'{d5:.0f} ms'} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (also ``duplex eval-policy``)."""
     ap = argparse.ArgumentParser(prog="python -m policies.eval", description="Evaluate turn-taking policies side by side.")
-    ap.add_argument("cases", type=Path, help="directory of NAME.wav + NAME.tsv cases")
-    ap.add_argument("--policy", action="append", choices=POLICIES, help="repeatable; default: all three")
-    ap.add_argument("--json", type=Path, default=None, help="write the full report here")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N cases")
+    add_arguments(ap)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        wavs = list_cases(a.cases)
-        if a.limit:
-            wavs = wavs[: a.limit]
-        names = a.policy or list(POLICIES)
-        policies = {n: make_named_policy(n) for n in names}
-        report = evaluate(wavs, policies)
+        report = run(a)
     except DuplexError as exc:
         print(f"error: {exc}")
         return 2
     print(f"{report['cases']} cases in {a.cases}")
     print(format_table(report))
+    if a.per_source:
+        print()
+        print(format_sources(report))
+    if a.budget_curve:
+        print()
+        print(format_budget(report))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -23,7 +23,7 @@ import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from duplex.clock import PerfTimer
-from duplex.config import ASRConfig, VADConfig
+from duplex.config import ASRConfig, EngineConfig, VADConfig
 from duplex.errors import AudioError, PolicyError
 from duplex.events import Decision
 from duplex.listener import Listener, ListenerFrame
@@ -217,13 +217,14 @@ class Trace:
 class CaseRunner:
     """Builds PolicyInputs for one case from its audio and the listener's frames."""
 
-    def __init__(self, audio: np.ndarray, frames: Sequence[ListenerFrame]) -> None:
+    def __init__(self, audio: np.ndarray, frames: Sequence[ListenerFrame], pause_timeout_s: float | None = None) -> None:
         n = min(len(frames), audio.shape[0] // FRAME_SAMPLES)
         assert n > 0, "a case needs at least one frame"
         self.audio = audio[: n * FRAME_SAMPLES].astype(np.float32)
         self.frames = list(frames[:n])
         self.n = n
         self.agent_speaking, self.agent_spoken = agent_activity(self.audio[:, 0])
+        self.pause_timeout_s = EngineConfig().pause_timeout_s if pause_timeout_s is None else pause_timeout_s
 
     def inputs(self) -> Iterator[PolicyInput]:
         """PolicyInputs with ``user_turn_open`` as if no policy ever ended the turn."""
@@ -233,27 +234,47 @@ class CaseRunner:
             yield self._input(i, flag.open)
 
     def run(self, policy: TurnPolicy) -> Trace:
-        """Step ``policy`` over the case, closing the loop on ``user_turn_open``."""
+        """Step ``policy`` over the case, closing the loop on ``user_turn_open`` and ``agent_paused``.
+
+        A ``PAUSE`` holds as the engine holds it (:mod:`duplex.turn`): until a
+        ``RESUME``/``BACKCHANNEL``/``BARGE_IN``, the agent stopping, or
+        ``pause_timeout_s``, when the engine resolves it itself (a barge-in if the user
+        is still speaking, else a resume); that resolution is written into the trace.
+        """
         policy.reset()
         flag = _TurnFlag()
         decisions: list[Decision | None] = []
         probs: list[dict[str, float]] = []
         compute = np.zeros(self.n)
         opened = np.zeros(self.n, dtype=bool)
+        paused_at: float | None = None
         for i in range(self.n):
             flag.pre(self.agent_speaking[i], self.frames[i].user_speaking)
-            x = self._input(i, flag.open)
+            if not self.agent_speaking[i]:
+                paused_at = None
+            x = self._input(i, flag.open, paused_at is not None)
             opened[i] = flag.open
             t0 = PerfTimer.now()
             out: PolicyOutput = policy.step(x)
             compute[i] = PerfTimer.now() - t0
-            decisions.append(out.decision)
+            d = out.decision
+            if x.agent_speaking:
+                if d is Decision.PAUSE and paused_at is None:
+                    paused_at = x.t
+                elif d is Decision.PAUSE or (d is Decision.RESUME and paused_at is None):
+                    d = None  # the engine ignores these
+                elif d in (Decision.RESUME, Decision.BACKCHANNEL, Decision.BARGE_IN):
+                    paused_at = None
+                elif paused_at is not None and x.t - paused_at >= self.pause_timeout_s:
+                    d = Decision.BARGE_IN if x.user_speaking else Decision.RESUME
+                    paused_at = None
+            decisions.append(d)
             probs.append(out.probs)
-            flag.update(x, out.decision)
+            flag.update(x, d)
         t = (np.arange(self.n) + 1) * FRAME_S
         return Trace(t, decisions, probs, compute, self.agent_speaking.copy(), opened)
 
-    def _input(self, i: int, turn_open: bool) -> PolicyInput:
+    def _input(self, i: int, turn_open: bool, paused: bool = False) -> PolicyInput:
         f = self.frames[i]
         sl = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
         return PolicyInput(
@@ -268,6 +289,7 @@ class CaseRunner:
             agent_spoken=float(self.agent_spoken[i]),
             partial=f.partial,
             user_turn_open=turn_open,
+            agent_paused=paused,
         )
 
 

@@ -214,3 +214,61 @@ def test_smart_turn_ends_a_finished_real_turn() -> None:
     s = peval.score_case(case.events, runner.run(SmartTurnPolicy()))
     assert s.confusion == [("end_of_turn", "end_of_turn")]
     assert s.eot_delay[0] < 1.0
+
+
+def test_pause_then_decide_is_scored_as_what_the_user_hears() -> None:
+    events = [
+        LabelledEvent(1.0, 2.5, "barge_in"),  # paused at 0.2 s, committed at 0.6 s
+        LabelledEvent(4.0, 4.4, "backchannel"),  # paused, then resumed: stopped, but kept the turn
+        LabelledEvent(6.0, 6.4, "backchannel"),  # never paused
+        LabelledEvent(8.0, 9.0, "barge_in"),  # paused and resumed: a missed barge-in
+    ]
+    plan = {1.2: Decision.PAUSE, 1.6: Decision.BARGE_IN, 4.2: Decision.PAUSE, 4.7: Decision.RESUME,
+            8.3: Decision.PAUSE, 9.2: Decision.RESUME}
+    audio = stereo(11.0, [(0.0, 11.0)])
+    n = audio.shape[0] // FRAME_SAMPLES
+    trace = CaseRunner(audio, frames(n)).run(Scripted(plan))
+    s = peval.score_case(events, trace, source="03ami")
+    assert s.source == "03ami"
+    assert s.barge_latency == [pytest.approx(0.2, abs=0.02)], "the pause is the stop the user hears"
+    assert s.commit_latency == [pytest.approx(0.6, abs=0.02)]
+    assert s.stopped == [("barge_in", True), ("backchannel", True), ("backchannel", False), ("barge_in", True)]
+    assert s.confusion[1] == ("backchannel", "backchannel"), "a resume counts as a backchannel"
+    m = peval.summarise([s], np.zeros(0))
+    assert m["backchannel_stop_or_pause_rate"] == 0.5
+    assert m["backchannel_lost_turn_rate"] == 0.0
+    assert m["missed_barge_in_rate"] == 0.5
+
+
+def test_an_unresolved_pause_resolves_as_the_engine_does() -> None:
+    audio = stereo(6.0, [(0.0, 6.0)])
+    n = audio.shape[0] // FRAME_SAMPLES
+    talking = set(range(int(1.0 / FRAME_S), int(4.0 / FRAME_S)))
+    pol = Scripted({1.2: Decision.PAUSE})
+    trace = CaseRunner(audio, frames(n, talking), pause_timeout_s=1.0).run(pol)
+    commits = [t for t, d in zip(trace.t, trace.decisions, strict=True) if d is Decision.BARGE_IN]
+    assert commits == [pytest.approx(2.2, abs=0.04)], "still talking at the timeout: the engine commits"
+    assert any(x.agent_paused for x in pol.seen) and not pol.seen[int(3.0 / FRAME_S)].agent_paused
+    quiet = CaseRunner(audio, frames(n, set(range(int(1.0 / FRAME_S), int(1.5 / FRAME_S)))), pause_timeout_s=1.0)
+    trace = quiet.run(Scripted({1.2: Decision.PAUSE}))
+    assert Decision.RESUME in trace.decisions and Decision.BARGE_IN not in trace.decisions
+
+
+def test_eval_reports_per_source(tmp_path: Path) -> None:
+    for name in ("02phone-barge1-echo", "07cmd-turn1-noecho"):
+        src = DATA / ("barge_goforward_echo" if "barge" in name else "turn_goforward_noecho")
+        (tmp_path / f"{name}.wav").write_bytes(src.with_suffix(".wav").read_bytes())
+        (tmp_path / f"{name}.tsv").write_text(src.with_suffix(".tsv").read_text())
+    report = peval.evaluate(peval.list_cases(tmp_path), {"rules": peval.make_named_policy("rules")}, progress=False)
+    assert set(report["per_source"]) == {"02phone", "07cmd"}
+    assert report["per_source"]["02phone"]["rules"]["counts"]["barge_in"] == 1
+    assert report["per_source"]["07cmd"]["rules"]["counts"]["barge_in"] == 0
+    assert "02phone" in peval.format_sources(report)
+
+
+def test_budget_curve_trades_cutoffs_for_delay() -> None:
+    curve = peval.eot_budget_curve(peval.list_cases(DATA), "rules", budgets=(100, 600, 1500))
+    delays = [c["eot_delay_ms_p50"] for c in curve["curve"]]
+    assert curve["cases"] >= 2
+    assert delays[0] < delays[1] < delays[2], "a longer budget waits longer"
+    assert curve["false_cutoff_at_300ms"] is None, "300 ms was not swept"
