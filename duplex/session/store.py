@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 _HEADER = 44
 SESSION_FILES = ("session.json", *WAV_FILES, "events.jsonl")
+MAX_SESSION_S = 7 * 86400.0
+"""The latest an event may happen (a week of session time): anything later is corruption."""
 
 
 @dataclass(frozen=True)
@@ -341,8 +343,8 @@ def _read_events(p: Path, warnings: list[str]) -> list[Event]:
         bad = _bad_field(ev)
         if bad is not None:
             raise SessionError(f"{p}: line {n}: {d['type']}.{bad[0]} must be {bad[1]}, got {getattr(ev, bad[0])!r}")
-        if not ev.t >= 0:
-            raise SessionError(f"{p}: line {n}: {d['type']}.t must be a time >= 0 s, got {ev.t!r}")
+        if not 0 <= ev.t <= MAX_SESSION_S:
+            raise SessionError(f"{p}: line {n}: {d['type']}.t must be a time in 0..{MAX_SESSION_S:.0f} s, got {ev.t!r}")
         out.append(ev)
     if unknown:
         kinds = ", ".join(f"{k} x{v}" for k, v in sorted(unknown.items()))
