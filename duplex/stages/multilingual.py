@@ -18,7 +18,7 @@ import logging
 
 from duplex.config import TTSConfig
 from duplex.errors import ModelError
-from duplex.resources import resolve_model_path
+from duplex.resources import KOKORO_EXTRA_G2P as _EXTRA_G2P, KOKORO_LANGUAGES, kokoro_voice_path, locate_kokoro, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,6 @@ def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig 
         missing = _missing_voice(chosen)
         return (None, f"{missing}; replying in the default voice") if missing else (chosen, None)
     if tts_cfg.backend == "kokoro":
-        from duplex.stages.kokoro_tts import _EXTRA_G2P, KOKORO_LANGUAGES
-
         if base in KOKORO_LANGUAGES:
             code, default_voice = KOKORO_LANGUAGES[base]
             if code in _EXTRA_G2P and importlib.util.find_spec(_EXTRA_G2P[code][0]) is None:
@@ -135,8 +133,6 @@ def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig 
 def _missing_voice(cfg: TTSConfig) -> str | None:
     """Why the voice of ``cfg`` cannot be loaded from disk (``None`` when it can)."""
     if cfg.backend == "kokoro":
-        from duplex.models import kokoro_voice_path, locate_kokoro
-
         try:
             kokoro_voice_path(locate_kokoro(cfg), cfg.voice)
         except ModelError as exc:
@@ -152,6 +148,4 @@ def _missing_voice(cfg: TTSConfig) -> str | None:
 
 
 def _kokoro_languages() -> set[str]:
-    from duplex.stages.kokoro_tts import KOKORO_LANGUAGES
-
     return set(KOKORO_LANGUAGES)

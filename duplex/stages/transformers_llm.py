@@ -7,7 +7,7 @@ reading) generation ends after the token being computed, and the thread is joine
 ``stream`` returns, so no work outlives the reply.
 
 Loading is local-only: ``llm.model`` is a directory or a repo id already in the Hugging
-Face cache (see :func:`duplex.models.locate_hf_causal_lm`).
+Face cache (see :func:`duplex.resources.locate_hf_causal_lm`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from duplex.config import LLMConfig
 from duplex.errors import LLMError, ModelError
-from duplex.models import force_offline, locate_hf_causal_lm
+from duplex.resources import force_offline, locate_hf_causal_lm
 
 log = logging.getLogger(__name__)
 
