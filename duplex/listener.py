@@ -19,6 +19,11 @@ from duplex.stages.vad import VAD, SpeechSegmenter
 
 PREROLL_FRAMES = 10
 """Frames (320 ms) kept before an onset and fed to ASR, so the first word is not clipped."""
+SPECULATE_FINAL_MS = 64
+"""Quiet inside a speech run after which an ASR that can (``speculate``) starts decoding
+the final on its own thread, so it is ready when the run ends (the VAD hangover) or the
+policy ends the turn; speech after it discards that decode."""
+SPECULATE_FINAL_FRAMES = max(1, SPECULATE_FINAL_MS // FRAME_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,8 @@ class Listener:
             max(1, vad_cfg.hangover_ms // FRAME_MS),
         )
         self.partial_every = max(1, asr_cfg.partial_every_ms // FRAME_MS)
+        self._speculate = getattr(asr, "speculate", None)
+        self._discard = getattr(asr, "discard_speculation", None)
         self.reset()
 
     def reset(self) -> None:
@@ -61,6 +68,7 @@ class Listener:
         self.partial = ""
         self._frames_in_utt = 0
         self._silence_frames = 10_000
+        self._speculating = False
 
     def close_utterance(self) -> tuple[str, float]:
         """End the current speech run now (the policy decided early); returns (final, compute s)."""
@@ -69,10 +77,18 @@ class Listener:
         if not self.seg.speaking:
             return self.partial, 0.0
         self.seg.reset()
+        self._speculating = False
         t0 = PerfTimer.now()
         final = self.asr.finish() if self.asr is not None else ""
-        self.partial = final
+        self.partial = self._partial_after(final)
         return final, PerfTimer.now() - t0
+
+    def _partial_after(self, final: str) -> str:
+        """The partial once a run ends: the final, or, when finals come from another
+        recogniser than partials, the partial recogniser's own last words (what the
+        policies' lexical features were trained on)."""
+        own = getattr(self.asr, "partials_final", None)
+        return final if own is None else own
 
     def step(self, mic: np.ndarray) -> ListenerFrame:
         from duplex.clock import PerfTimer
@@ -90,6 +106,7 @@ class Listener:
             self.utterance += 1
             self.partial = ""
             self._frames_in_utt = 0
+            self._speculating = False
             if self.asr is not None:
                 t0 = PerfTimer.now()
                 self.asr.start()
@@ -101,10 +118,20 @@ class Listener:
                 t0 = PerfTimer.now()
                 self.asr.accept(mic)
                 self._frames_in_utt += 1
+                if self._speculate is not None and self._discard is not None and not ended:
+                    if prob >= self.seg.threshold:
+                        if self._speculating:
+                            self._discard()
+                            self._speculating = False
+                    elif not self._speculating and self._silence_frames + 1 >= SPECULATE_FINAL_FRAMES:
+                        self._speculate()
+                        self._speculating = True
                 if ended:
+                    self._speculating = False
                     final = self.asr.finish()
-                    changed = final != self.partial
-                    self.partial = final
+                    after = self._partial_after(final)
+                    changed = after != self.partial
+                    self.partial = after
                 elif self._frames_in_utt % self.partial_every == 0:
                     p = self.asr.partial()
                     changed = p != self.partial

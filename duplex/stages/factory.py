@@ -65,9 +65,9 @@ def make_asr(cfg: ASRConfig) -> StreamingASR:
 
         return PocketSphinxASR()
     if cfg.backend == "faster-whisper":
-        from duplex.stages.whisper_asr import WhisperASR
+        from duplex.stages.whisper_asr import WhisperASR, WhisperFinalsASR
 
-        return WhisperASR(cfg)
+        return WhisperFinalsASR.from_config(cfg) if cfg.partials == "pocketsphinx" else WhisperASR(cfg)
     raise ConfigError(f"unknown asr.backend {cfg.backend!r}")
 
 
@@ -96,4 +96,8 @@ def make_tts(cfg: TTSConfig) -> TTS:
         from duplex.stages.kokoro_tts import KokoroTTS
 
         return KokoroTTS(cfg)
+    if cfg.backend == "kokoro-onnx":
+        from duplex.stages.kokoro_tts import KokoroOnnxTTS
+
+        return KokoroOnnxTTS(cfg)
     raise ConfigError(f"unknown tts.backend {cfg.backend!r}")

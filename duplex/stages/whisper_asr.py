@@ -15,8 +15,16 @@ and as the decoding prompt, so compute stays bounded however long the user talks
 ``finish()`` decodes the whole window once more: for an utterance shorter than the window
 the final is exactly what one batch ``transcribe`` of the same audio gives.
 
-Loading never downloads: a model name must be in the Hugging Face cache or ``asr.model``
-a local CTranslate2 directory (see :func:`duplex.models.locate_whisper`).
+:class:`WhisperFinalsASR` is the default profile's ear: pocketsphinx streams the partials
+(cheap, and what the turn predictor was trained on) and Whisper writes each final. The
+final is decoded speculatively on a worker thread when the user pauses
+(:meth:`WhisperFinalsASR.speculate`, called by the listener), so that at the end of the
+turn it is usually already there; audio that arrives later, if it is speech, throws the
+speculation away.
+
+Loading never downloads: ``asr.model`` is a model that ships in a package (``tiny.en``,
+``base``), a ``package:`` directory, a local CTranslate2 directory or a name in the
+Hugging Face cache (see :func:`duplex.resources.locate_whisper`).
 """
 
 from __future__ import annotations
@@ -24,14 +32,18 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from duplex.audio import SAMPLE_RATE
 from duplex.config import ASRConfig
+from duplex.clock import PerfTimer
 from duplex.errors import ASRError, ModelError
-from duplex.models import force_offline, locate_whisper
+from duplex.resources import force_offline, locate_whisper
+from duplex.stages.asr import PocketSphinxASR, StreamingASR
+from duplex.stages.llm import default_threads
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +121,6 @@ class WhisperASR:
             path = locate_whisper(cfg)
         except ModelError as exc:
             raise ASRError(str(exc)) from exc
-        from duplex.stages.llm import default_threads
-
         try:
             self._model = WhisperModel(
                 str(path),
@@ -191,6 +201,20 @@ class WhisperASR:
                 self.language, self.language_probability = lang, prob
             return " ".join(u.carried + _words(segs)).strip()
 
+    def transcribe(self, audio: np.ndarray) -> str:
+        """One batch decode of a whole utterance (no streaming state); sets ``language``.
+
+        Safe to call from any one thread at a time (the decode lock serialises it with
+        ``partial``/``finish``)."""
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.size < MIN_DECODE_SAMPLES // 2:
+            return ""
+        with self._decode_lock:
+            segs, lang, prob = self._transcribe(audio, _Utterance())
+            if lang is not None:
+                self.language, self.language_probability = lang, prob
+        return " ".join(_words(segs))
+
     # --- decoding ---------------------------------------------------------------------
 
     def _transcribe(self, audio: np.ndarray, u: _Utterance, word_timestamps: bool = False) -> tuple[list, str | None, float]:
@@ -246,3 +270,134 @@ class WhisperASR:
 
 def _words(segments: list) -> list[str]:
     return " ".join(s.text.strip() for s in segments).split()
+
+
+@dataclass
+class _Speculation:
+    """A final decoded ahead of time from the first ``samples`` of the utterance."""
+
+    samples: int
+    future: Future[tuple[str, float]]
+
+
+class WhisperFinalsASR:
+    """Streaming partials from a cheap recogniser, finals from Whisper, decoded ahead.
+
+    Partials are exactly the partial recogniser's (pocketsphinx for the default profile: the
+    turn predictor was trained on them). The final is one batch Whisper decode of the whole
+    utterance, run on a single worker thread, never on the caller's event loop.
+
+    ``speculate()`` (the listener calls it when the user has been quiet for a moment) starts
+    that decode on the audio so far; ``discard_speculation()`` (the user spoke again) drops
+    it. ``finish()`` returns the speculative result when one is pending, waiting for it if it
+    is still running, and otherwise decodes now. Only quiet audio can arrive between a
+    speculation and the finish, so the two decodes would read the same words.
+
+    Attributes:
+        partials_final: the partial recogniser's final of the last utterance.
+        last_final_compute: seconds the last final's Whisper decode took (wherever it ran).
+        last_final_wait: seconds ``finish`` waited for it (0 when the speculation was done).
+        speculations, speculations_used: counts, for the benchmark.
+    """
+
+    name = "pocketsphinx+faster-whisper"
+
+    def __init__(self, whisper: WhisperASR, partials: StreamingASR) -> None:
+        self.whisper = whisper
+        self.partials = partials
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper-final")
+        self._chunks: list[np.ndarray] = []
+        self._samples = 0
+        self._spec: _Speculation | None = None
+        self.last_final_compute = 0.0
+        self.last_final_wait = 0.0
+        self.speculations = 0
+        self.speculations_used = 0
+        self.partials_final = ""
+        """The partial recogniser's own final of the last utterance (the listener keeps it
+        as the partial after the run, so the policies see the words they were trained on)."""
+
+    @classmethod
+    def from_config(cls, cfg: ASRConfig) -> WhisperFinalsASR:
+        asr = cls(WhisperASR(cfg), PocketSphinxASR(fwdflat=False))
+        asr.warmup()
+        return asr
+
+    @property
+    def language(self) -> str | None:
+        return self.whisper.language
+
+    @property
+    def language_probability(self) -> float:
+        return self.whisper.language_probability
+
+    def warmup(self) -> None:
+        self.whisper.warmup()
+
+    def close(self) -> None:
+        """Stop the worker thread (a running decode finishes first)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- StreamingASR -----------------------------------------------------------------
+
+    def reset(self) -> None:
+        reset = getattr(self.partials, "reset", None)
+        if reset is not None:
+            reset()
+        self._drop()
+
+    def start(self) -> None:
+        self.partials.start()
+        self._drop()
+
+    def accept(self, pcm: np.ndarray) -> None:
+        self.partials.accept(pcm)
+        chunk = np.array(pcm, dtype=np.float32).reshape(-1)  # a copy: the caller reuses its buffer
+        self._chunks.append(chunk)
+        self._samples += chunk.size
+
+    def partial(self) -> str:
+        return self.partials.partial()
+
+    def finish(self) -> str:
+        self.partials_final = self.partials.finish()
+        spec, self._spec = self._spec, None
+        t0 = PerfTimer.now()
+        if spec is not None and not spec.future.cancelled():
+            self.speculations_used += 1
+            fut = spec.future
+        else:
+            fut = self._pool.submit(self._decode, self._audio())
+        text, self.last_final_compute = fut.result()
+        self.last_final_wait = PerfTimer.now() - t0
+        self._chunks, self._samples = [], 0
+        return text
+
+    # --- speculation ------------------------------------------------------------------
+
+    def speculate(self) -> None:
+        """Start decoding the utterance so far on the worker thread (no-op if already doing so)."""
+        if self._samples == 0 or (self._spec is not None and self._spec.samples == self._samples):
+            return
+        self._drop()
+        self.speculations += 1
+        self._spec = _Speculation(self._samples, self._pool.submit(self._decode, self._audio()))
+
+    def discard_speculation(self) -> None:
+        """The user went on speaking: the speculative final no longer covers the utterance."""
+        self._drop()
+
+    def _drop(self) -> None:
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            spec.future.cancel()  # only if it has not started; a running decode finishes unused
+
+    def _audio(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, np.float32)
+
+    def _decode(self, audio: np.ndarray) -> tuple[str, float]:
+        t0 = PerfTimer.now()
+        text = self.whisper.transcribe(audio)
+        return text, PerfTimer.now() - t0
