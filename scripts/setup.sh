@@ -26,6 +26,9 @@ fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # llama-cpp-python compiles llama.cpp once (pip caches the wheel); use every core.
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+# A portable build (AVX2, no AVX-512/AMX): the native build on these machines' AMX CPUs
+# segfaults in llama_decode on the first token.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF}"
 # torch==2.13.0 is pinned in pyproject: it resolves to the CPU wheel, not GBs of CUDA.
 if [ -n "$extras" ]; then
   "${pip[@]}" -e ".[$extras]"
