@@ -1,7 +1,8 @@
 """The ``duplex`` command line: the only code that parses arguments, prints and exits.
 
-One module per subcommand, each with ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int`` (the exit status). Everything below this layer raises
+One module per subcommand, listed with its one-line help in :data:`COMMANDS`; each has a
+docstring (its ``--help`` description), ``add_arguments(parser)`` and ``run(args) -> int``
+(the exit status). Everything below this layer raises
 :class:`duplex.errors.DuplexError`; :func:`main` prints it as one line on stderr and
 exits 2 (``--debug`` shows the traceback instead).
 """
