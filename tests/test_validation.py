@@ -317,3 +317,39 @@ def test_bad_events_round_trip(tmp_path, cfg):
     record(d, cfg, events=evs)
     s = load_session(d)
     assert [e.to_json() for e in s.events] == [e.to_json() for e in evs] and not s.warnings
+
+
+# --- end to end: the CLI refuses before it loads a model ------------------------------------------
+
+
+def _cli(capsys, argv: list[str]) -> tuple[int, list[str]]:
+    from duplex.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+@pytest.mark.parametrize("setting", [
+    "vad.threshold=nan", "vad.threshold=-1", "vad.threshold=2", "tts.speed=0", "tts.speed=-1",
+    "llm.max_tokens=-1", "llm.n_ctx=1", "llm.temperature=inf", "llm.history_turns=-1", "llm.threads=-1",
+    "vad.hangover_ms=-1", "vad.min_speech_ms=-1", "recording.flush_ms=-1", "engine.mic_queue_frames=0",
+    "mqtt.outbox_size=0", "asr.cpu_threads=-1", "engine.max_pending_audio_s=-1",
+])
+def test_the_seventeen_silent_values_now_exit_2_with_one_line(tmp_path, capsys, setting):
+    import soundfile as sf
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE, subtype="PCM_16")
+    rc, err = _cli(capsys, ["run", "--input", str(wav), "--no-record", "--set", setting])
+    assert rc == 2 and len(err) == 1 and err[0].startswith("duplex: error:"), err
+    assert setting.split("=")[0] in err[0] and " must be " in err[0]
+
+
+def test_bad_inputs_exit_2_before_models_load(tmp_path, capsys):
+    (tmp_path / "x.raw").write_bytes(b"\x00\x01" * 16000)
+    (tmp_path / "pause.toml").write_text('[[say]]\ntext = "a [pause 99999999999] b"\nat = 0.5\n', encoding="utf-8")
+    for argv in (["run", "--input", str(tmp_path / "x.raw"), "--no-record"],
+                 ["run", "--simulate", str(tmp_path / "pause.toml"), "--no-record"]):
+        rc, err = _cli(capsys, argv)
+        assert rc == 2 and len(err) == 1 and err[0].startswith("duplex: error:"), (argv, err)
