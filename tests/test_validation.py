@@ -346,10 +346,13 @@ def test_the_seventeen_silent_values_now_exit_2_with_one_line(tmp_path, capsys, 
     assert setting.split("=")[0] in err[0] and " must be " in err[0]
 
 
-def test_bad_inputs_exit_2_before_models_load(tmp_path, capsys):
+def test_bad_inputs_exit_2_before_models_load(tmp_path, capsys, cfg):
     (tmp_path / "x.raw").write_bytes(b"\x00\x01" * 16000)
     (tmp_path / "pause.toml").write_text('[[say]]\ntext = "a [pause 99999999999] b"\nat = 0.5\n', encoding="utf-8")
+    record(tmp_path / "s", cfg)
+    (tmp_path / "s" / "mic.wav").write_bytes(wav_bytes(0))  # once "1616522304x real time"
     for argv in (["run", "--input", str(tmp_path / "x.raw"), "--no-record"],
-                 ["run", "--simulate", str(tmp_path / "pause.toml"), "--no-record"]):
+                 ["run", "--simulate", str(tmp_path / "pause.toml"), "--no-record"],
+                 ["replay", str(tmp_path / "s")]):
         rc, err = _cli(capsys, argv)
         assert rc == 2 and len(err) == 1 and err[0].startswith("duplex: error:"), (argv, err)
