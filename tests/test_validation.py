@@ -356,3 +356,36 @@ def test_bad_inputs_exit_2_before_models_load(tmp_path, capsys, cfg):
                  ["replay", str(tmp_path / "s")]):
         rc, err = _cli(capsys, argv)
         assert rc == 2 and len(err) == 1 and err[0].startswith("duplex: error:"), (argv, err)
+
+
+def test_disk_full_mid_recording_keeps_what_was_written_and_says_incomplete(tmp_path, cfg, monkeypatch, caplog):
+    """Fault injection at the WAV writer: the conversation side never sees the error, the
+    audio up to the fault loads, and session.json says why the session is incomplete."""
+    import errno
+
+    from duplex.audio.wav import IncrementalWav
+
+    real_write = IncrementalWav.write
+    written = {"n": 0}
+
+    def write(self, audio):
+        if self.path.name == "mic.wav":
+            written["n"] += 1
+            if written["n"] > 6:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, audio)
+
+    monkeypatch.setattr(IncrementalWav, "write", write)
+    d = tmp_path / "s"
+    rec = Recorder(d, cfg, source="test")
+    frames = [np.full(FRAME_SAMPLES, 0.01 * (i + 1), np.float32) for i in range(10)]
+    for i, f in enumerate(frames):
+        rec.on_audio(i * FRAME_S, f, np.zeros(FRAME_SAMPLES, np.float32))  # never raises
+        rec.on_event(Notice(i * FRAME_S, message=f"frame {i}"))
+    rec.close()
+    assert rec.failed and "No space left" in rec.failed
+    meta = json.loads((d / "session.json").read_text())
+    assert meta["complete"] is False and "No space left" in meta["failed"]
+    s = load_session(d)
+    assert not s.complete and s.n_frames == 6
+    assert np.allclose(s.mic[-FRAME_SAMPLES:], frames[5], atol=1e-4)  # the last frame before the fault
