@@ -230,3 +230,21 @@ def test_no_agent_backchannel_while_the_agent_speaks():
     started = run.first(EndOfTurn).t
     assert run.stats.turns == 1
     assert [e.t for e in run.of(Backchannel, who="agent") if e.t >= started] == []
+
+
+def test_new_events_round_trip_through_a_recording():
+    """The recorder writes events as JSON lines and replay reads them back to compare."""
+    import json
+
+    from duplex.events import event_from_dict
+
+    run = run_timeline([ASK, says("mm hmm", 2.2, 2.5), says("wait stop", 3.0, 4.0)],
+                       policy=ScriptedPolicy(at={2.3: PAUSE, 2.9: RESUME, 3.1: PAUSE, 3.5: BARGE_IN}))
+    new = [e for e in run.events if isinstance(e, (AgentPaused, AgentResumed, BargeIn))]
+    assert [e.type for e in new] == ["agent_paused", "agent_resumed", "agent_paused", "barge_in"]
+    for e in new:
+        back = event_from_dict(json.loads(e.to_json()))
+        assert type(back) is type(e) and back.decision_key() == e.decision_key()
+    assert BackchannelCancelled.DECISION
+    cut = BackchannelCancelled(1.0, onset=0.5)
+    assert event_from_dict(json.loads(cut.to_json())) == cut
