@@ -36,7 +36,7 @@ class StateBar(Widget):
 
     @dataclass
     class StateShown(Message):
-        """The bar now shows ``label`` (LISTENING, THINKING, SPEAKING, BOTH, MUTED, ENDED)."""
+        """The bar now shows ``label`` (LISTENING, THINKING, SPEAKING, BOTH, PAUSED, MUTED, ENDED)."""
 
         label: str
 
