@@ -196,3 +196,25 @@ def test_a_packaged_model_whose_package_is_missing_says_which_to_install():
     with pytest.raises(ModelError) as err:
         model.path()
     assert "pip install duplex-no-such-pkg==1.0" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_short_encoder_window_writes_what_the_full_30_s_window_writes(finals):
+    import duplex.stages.whisper_asr as wa
+
+    whisper = finals.whisper
+    for path in (DATA / "goforward.wav", DATA / "librivox_0870.wav"):
+        audio = read_audio(path)
+        short = whisper._transcribe_window(audio)
+        segs, _, _ = whisper._transcribe(audio, wa._Utterance())
+        assert short is not None
+        assert normalise(short[0]) == normalise(" ".join(s.text for s in segs)), path.name
+
+
+def test_a_window_so_short_that_whisper_repeats_itself_falls_back_to_the_full_window(finals, monkeypatch):
+    import duplex.stages.whisper_asr as wa
+
+    audio = read_audio(DATA / "goforward.wav")  # 2.8 s: with a 3.5 s window tiny.en says it six times
+    monkeypatch.setattr(wa, "SHORT_WINDOW_MIN_S", 3.5)
+    monkeypatch.setattr(wa, "SHORT_WINDOW_PAD_S", 0.7)
+    assert finals.whisper._transcribe_window(audio) is None
+    assert normalise(finals.whisper.transcribe(audio)) == "go forward ten meters".split()
