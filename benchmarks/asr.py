@@ -21,11 +21,17 @@ Text is normalised the way Whisper's evaluations do, in small: lower case, no
 punctuation, numbers as words (0-99), "mr"/"mrs"/"dr" spelled out. WER is
 (substitutions + deletions + insertions) / reference words, pooled over a group.
 
+Language ID (issue 13 section 4): Whisper base's language per turn on generated speech, the
+same eight requests in English, Swedish and Japanese (kana) from Kokoro int8 ONNX, and in
+English and Swedish from espeak-ng, raw and through LanguageTracker's hysteresis (turns in
+blocks of one language, so the tracker must follow two switches); and on the real English
+clips.
+
 Last, text to speech side by side: piper (default profile) vs Kokoro int8 ONNX (quality
 profile), time to first audio and real-time factor on three reply sentences, and the
 round-trip WER of tiny.en on what each said (intelligibility, not beauty).
 
-    python benchmarks/asr.py [--models pocketsphinx,tiny.en,base] [--no-listener] [--no-tts]
+    python benchmarks/asr.py [--models pocketsphinx,tiny.en,base] [--no-listener] [--no-tts] [--no-langid]
                              [--json benchmarks/results/asr.json]
 """
 
@@ -248,11 +254,81 @@ def tts_run(whisper: Whisper | None) -> dict:
     return out
 
 
+LID_SENTENCES = {
+    "en": ["What is the moon made of?", "Can you tell me a story about the sea?", "I would like to cook pasta tonight.",
+           "How far is it to the train station?", "Please remind me to call my mother tomorrow.",
+           "The weather is lovely this morning.", "Okay, thank you very much.", "Where did you put my keys?"],
+    "sv": ["Vad är månen gjord av?", "Kan du berätta en saga om havet?", "Jag vill laga pasta i kväll.",
+           "Hur långt är det till tågstationen?", "Påminn mig om att ringa min mamma i morgon.",
+           "Vädret är underbart i morse.", "Okej, tack så mycket.", "Var lade du mina nycklar?"],
+    # Kana only: espeak-ng (Kokoro's phonemiser here) reads kana, not kanji.
+    "ja": ["つきは なにで できて いますか。", "うみの おはなしを して くれますか。", "こんばんは パスタを つくりたいです。",
+           "えきまで どのくらい ですか。", "あした ははに でんわするように おしえて ください。",
+           "けさは とても いい てんき ですね。", "はい、ありがとう ございます。", "わたしの かぎは どこに ありますか。"],
+}
+"""Generated turns for language ID: the same eight requests in English, Swedish and Japanese."""
+
+
+def langid_run(items: list[Item]) -> dict:
+    """Whisper base's language per turn on generated speech (Kokoro int8 ONNX, and espeak-ng where it
+    speaks the language), raw and through LanguageTracker's hysteresis; and on the real English clips."""
+    import dataclasses
+    import shutil
+    import subprocess
+    import tempfile
+
+    from duplex.config import load_config
+    from duplex.stages.kokoro_tts import KokoroOnnxTTS
+    from duplex.stages.multilingual import LanguageTracker
+
+    base = Whisper("base", "")
+    tts_cfg = load_config(str(ROOT / "configs" / "quality.toml")).tts
+    turns: list[tuple[str, str, np.ndarray]] = []  # (source, language, audio)
+    for lang, sentences in LID_SENTENCES.items():
+        tts = KokoroOnnxTTS(dataclasses.replace(tts_cfg, language=lang))
+        turns += [("kokoro", lang, np.concatenate(list(tts.synthesize(t)))) for t in sentences]
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        with tempfile.TemporaryDirectory() as tmp:
+            for lang, voice in (("en", "en-us"), ("sv", "sv")):
+                for i, text in enumerate(LID_SENTENCES[lang]):
+                    wav = Path(tmp) / f"{lang}{i}.wav"
+                    subprocess.run([espeak, "-v", voice, "-w", str(wav), text], check=True, capture_output=True)
+                    turns.append(("espeak-ng", lang, read_audio(wav)))
+    out: dict = {"per_source": {}}
+    for source in sorted({s for s, _, _ in turns}):
+        sel = [(lang, audio) for s, lang, audio in turns if s == source]
+        raw, tracked, tracker = 0, 0, LanguageTracker()
+        per_lang: dict[str, list[int]] = {}
+        for lang, audio in sel:  # in blocks of one language: a conversation that switches twice
+            text = base(audio)
+            det, prob = base.asr.detected_language, base.asr.detected_probability
+            raw += det == lang
+            tracked += tracker.update(det, prob, len(text.split())) == lang
+            per_lang.setdefault(lang, [0, 0])
+            per_lang[lang][0] += det == lang
+            per_lang[lang][1] += 1
+        out["per_source"][source] = {
+            "turns": len(sel),
+            "raw_accuracy": round(raw / len(sel), 4),
+            "tracked_accuracy": round(tracked / len(sel), 4),
+            "raw_by_language": {k: f"{a}/{n}" for k, (a, n) in per_lang.items()},
+        }
+    real = [it for it in items if it.clip in READ_SPEECH or it.clip.startswith("06_")]
+    hits = 0
+    for it in real:
+        base(it.audio)
+        hits += base.asr.detected_language == "en"
+    out["real_english_clips"] = f"{hits}/{len(real)}"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python benchmarks/asr.py", description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="pocketsphinx,tiny.en,base")
     ap.add_argument("--no-listener", action="store_true", help="skip the default profile's listener run")
     ap.add_argument("--no-tts", action="store_true", help="skip piper vs Kokoro (time to first audio, RTF)")
+    ap.add_argument("--no-langid", action="store_true", help="skip language ID on generated en/sv/ja speech")
     ap.add_argument("--json", default=str(RESULTS))
     args = ap.parse_args(argv)
     if not REAL.exists():
@@ -304,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'tts':22}{'first audio p50':>18}{'RTF p50':>10}{'round-trip WER':>16}")
         for name, r in results["tts"].items():
             print(f"{name:22}{r['first_audio_p50_ms']:>15.0f} ms{r['rtf_p50']:>10.3f}{100 * r['roundtrip_wer_tiny_en']:>15.1f}%")
+    if not args.no_langid:
+        results["langid"] = langid_run(items)
+        for source, r in results["langid"]["per_source"].items():
+            print(f"language ID, {source:10} {r['turns']} turns: raw {100 * r['raw_accuracy']:.1f}% "
+                  f"({', '.join(f'{k} {v}' for k, v in r['raw_by_language'].items())}), "
+                  f"with hysteresis {100 * r['tracked_accuracy']:.1f}%")
+        print(f"language ID, real English clips: {results['langid']['real_english_clips']}")
     results["command"] = "python benchmarks/asr.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return 0

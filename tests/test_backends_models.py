@@ -182,3 +182,37 @@ def test_voice_lists_parse_leniently():
 def test_language_detected_is_a_control_event_that_round_trips():
     ev = LanguageDetected(t=2.5, language="es", probability=0.93)
     assert event_from_dict(ev.to_dict()) == ev and ev.type == "language_detected"
+
+
+# --- language ID with hysteresis ---------------------------------------------------------------
+
+
+def test_the_first_confident_detection_sets_the_language_and_doubt_is_ignored():
+    from duplex.stages.multilingual import LanguageTracker
+
+    t = LanguageTracker()
+    assert t.update("de", 0.3, 5) is None  # under the floor: not evidence
+    assert t.update("en", 0.8, 2) == "en"
+    assert t.update("ja", 0.4, 6) == "en"
+
+
+def test_one_odd_turn_does_not_flip_the_language_two_in_a_row_do():
+    from duplex.stages.multilingual import LanguageTracker
+
+    t = LanguageTracker()
+    t.update("en", 0.95, 8)
+    assert t.update("sv", 0.7, 1) == "en"  # "okej": one short, middling detection
+    assert t.update("en", 0.9, 6) == "en"  # and the candidate is forgotten
+    assert t.update("sv", 0.8, 3) == "en"
+    assert t.update("sv", 0.8, 3) == "sv"  # two in a row
+
+
+def test_one_very_sure_sentence_switches_at_once():
+    from duplex.stages.multilingual import LanguageTracker
+
+    t = LanguageTracker()
+    t.update("en", 0.95, 8)
+    assert t.update("ja", 0.97, 3) == "en"  # sure, but too short to trust alone
+    t.reset()
+    t.update("en", 0.95, 8)
+    assert t.update("ja", 0.97, 6) == "ja"

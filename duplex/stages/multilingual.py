@@ -63,6 +63,52 @@ def reply_language_instruction(lang: str | None) -> str:
     return f"The user speaks {name}. Always answer in {name}."
 
 
+LANGUAGE_FLOOR = 0.5
+"""Whisper's language probability below which a detection is not evidence at all."""
+LANGUAGE_SWITCH_AFTER = 2
+"""Confident detections of a new language, in a row, before the reply language follows."""
+LANGUAGE_SWITCH_NOW = 0.9
+LANGUAGE_SWITCH_NOW_WORDS = 4
+"""...or one detection at least this sure, on a turn of at least this many words."""
+
+
+class LanguageTracker:
+    """The user's language, turn by turn, with a confidence floor and hysteresis.
+
+    Whisper detects a language per utterance; a short "okay" or a name can come out as
+    another language with a middling probability. The tracked language changes only on
+    :data:`LANGUAGE_SWITCH_AFTER` confident detections of the same new language in a row,
+    or on one very sure detection of a real sentence; the first confident detection sets
+    it. Anything under :data:`LANGUAGE_FLOOR` is ignored.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.language: str | None = None
+        self.probability = 0.0
+        self._candidate: str | None = None
+        self._count = 0
+
+    def update(self, lang: str | None, prob: float, words: int) -> str | None:
+        """Feed one utterance's detection; returns the tracked language."""
+        if not lang or prob < LANGUAGE_FLOOR:
+            return self.language
+        if self.language is None or lang == self.language:
+            self.language, self._candidate, self._count = lang, None, 0
+            self.probability = prob
+            return self.language
+        if lang == self._candidate:
+            self._count += 1
+        else:
+            self._candidate, self._count = lang, 1
+        if self._count >= LANGUAGE_SWITCH_AFTER or (prob >= LANGUAGE_SWITCH_NOW and words >= LANGUAGE_SWITCH_NOW_WORDS):
+            self.language, self.probability = lang, prob
+            self._candidate, self._count = None, 0
+        return self.language
+
+
 def parse_voices(spec: str) -> dict[str, str]:
     """``"es=ef_dora, de=/v/de.onnx"`` → ``{"es": "ef_dora", "de": "/v/de.onnx"}``."""
     out: dict[str, str] = {}

@@ -44,6 +44,7 @@ from duplex.errors import ASRError, ModelError
 from duplex.resources import force_offline, locate_whisper
 from duplex.stages.asr import PocketSphinxASR, StreamingASR
 from duplex.stages.llm import default_threads
+from duplex.stages.multilingual import LanguageTracker
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ class WhisperASR:
     """faster-whisper (CTranslate2) behind the :class:`~duplex.stages.asr.StreamingASR` interface.
 
     Attributes:
-        language: the language of the last finished utterance (``asr.language`` when set).
+        language: the language of the last finished utterance (``asr.language`` when set);
+            for finals from :meth:`transcribe` (the default and quality profiles), the
+            user's language through :class:`~duplex.stages.multilingual.LanguageTracker`.
         language_probability: the detector's probability for it (1.0 when configured).
     """
 
@@ -155,6 +158,11 @@ class WhisperASR:
             raise ASRError(f"faster-whisper model {path} is English-only; asr.language={cfg.language!r} needs a multilingual model")
         self.language: str | None = cfg.language or (None if self.multilingual else "en")
         self.language_probability = 1.0 if self.language else 0.0
+        self.tracker = LanguageTracker()
+        """Hysteresis for finals from :meth:`transcribe`: ``language`` is the tracked one."""
+        self.detected_language: str | None = self.language
+        self.detected_probability = self.language_probability
+        """The last utterance's own detection, before hysteresis."""
         self._step = max(1, SAMPLE_RATE * cfg.partial_every_ms // 1000)
         self._window = int(cfg.window_s * SAMPLE_RATE)
         self._u = _Utterance()
@@ -230,7 +238,11 @@ class WhisperASR:
             else:
                 segs, lang, prob = self._transcribe(audio, _Utterance())
                 text = " ".join(_words(segs))
-            if lang is not None:
+            self.detected_language, self.detected_probability = lang, prob
+            if lang is not None and not self.cfg.language and self.multilingual:
+                self.language = self.tracker.update(lang, prob, len(text.split()))
+                self.language_probability = self.tracker.probability
+            elif lang is not None:
                 self.language, self.language_probability = lang, prob
         return text
 
@@ -396,10 +408,15 @@ class WhisperFinalsASR:
     # --- StreamingASR -----------------------------------------------------------------
 
     def reset(self) -> None:
+        """A new conversation: forget the partial recogniser's adaptation and the user's language."""
         reset = getattr(self.partials, "reset", None)
         if reset is not None:
             reset()
         self._drop()
+        w = self.whisper
+        w.tracker.reset()
+        w.language = w.cfg.language or (None if w.multilingual else "en")
+        w.language_probability = 1.0 if w.language else 0.0
 
     def start(self) -> None:
         self.partials.start()
