@@ -259,22 +259,28 @@ def user_vs_other(enc: SpeakerEncoder, vad: object, gate: GateConfig, names: lis
                 tgt_a, non_a = np.array(tgt), np.array(non)
                 e, t = eer(tgt_a, non_a)
                 shift = length_adjustment(win_s, gate)
-                fr = float((tgt_a + shift < gate.user_threshold).mean()) if len(tgt_a) else float("nan")
-                fa = float((non_a + shift >= gate.user_threshold).mean()) if len(non_a) else float("nan")
-                oth = float((non_a + shift < gate.other_threshold).mean()) if len(non_a) else float("nan")
+                ta, na = tgt_a + shift, non_a + shift
+
+                def share(x: np.ndarray) -> float:
+                    return round(float(x.mean()), 4) if x.size else float("nan")
+
                 rows.append({
                     "recording": name, "enrol_s": enrol_s, "window_s": win_s, "speakers_enrolled": len(profiles),
                     "speakers": len(clean), "too_short": short, "target_trials": len(tgt), "nontarget_trials": len(non),
                     "eer": round(e, 4), "eer_threshold": round(t, 4),
                     "target_mean": round(float(tgt_a.mean()), 4) if len(tgt_a) else None,
                     "nontarget_mean": round(float(non_a.mean()), 4) if len(non_a) else None,
-                    "user_false_reject": round(fr, 4), "other_false_accept": round(fa, 4),
-                    "other_called_other": round(oth, 4),
+                    # What the gate's thresholds make of single windows (1.6 s-equivalent similarity):
+                    "user_called_user": share(ta >= gate.user_threshold),
+                    "user_called_other": share(ta < gate.other_threshold),
+                    "other_called_other": share(na < gate.other_threshold),
+                    "other_called_user": share(na >= gate.user_threshold),
                 })
+                r = rows[-1]
                 print(f"{name:16s} enrol {enrol_s:4.0f} s  win {win_s:.1f} s  spk {len(profiles)}/{len(clean)}  "
-                      f"trials {len(tgt):4d}/{len(non):4d}  EER {100 * e:5.1f} %  (thr {t:.3f})  "
-                      f"gate: user rejected {100 * fr:5.1f} %, other accepted {100 * fa:5.1f} %, "
-                      f"other called other {100 * oth:5.1f} %"
+                      f"trials {len(tgt):4d}/{len(non):4d}  EER {100 * e:5.1f} % (thr {t:.3f})  gate: user->user "
+                      f"{100 * r['user_called_user']:5.1f} %, user->other {100 * r['user_called_other']:5.1f} %, "
+                      f"other->other {100 * r['other_called_other']:5.1f} %, other->user {100 * r['other_called_user']:5.1f} %"
                       + (f"  [too short: {', '.join(short)}]" if short else ""), flush=True)
     return rows, profiles10
 

@@ -335,3 +335,29 @@ def test_enroll_bad_input(tmp_path):
     with pytest.raises(SpeakerError, match="voice name"):
         enroll.run(enroll_args(tmp_path, input=str(tmp_path / "hum.wav"), name="no/slash"))
     assert not list(tmp_path.glob("*.json"))
+
+
+# --- start-up ------------------------------------------------------------------------------------------
+
+
+def test_make_speaker_gate_caches_the_agent_voice_and_finds_the_user(enc, tts, tmp_path):
+    from duplex.config import SpeakerConfig
+    from duplex.stages.speaker import make_speaker_gate
+
+    store = ProfileStore(tmp_path)
+    assert make_speaker_gate(SpeakerConfig(enabled=False), tts, store=store, encoder=enc) is None
+    gate = make_speaker_gate(SpeakerConfig(), tts, tts_voice="joe", store=store, encoder=enc)
+    assert gate.user is None and gate.agent is not None
+    assert "no enrolled user" in gate.describe()
+    assert len(list((tmp_path / "agent").glob("agent-*.json"))) == 1
+    assert store.names() == []  # the agent's cache is not an enrolled voice
+
+    class NoSynthesis:
+        def synthesize(self, text: str):
+            raise AssertionError("the cached agent profile must be used")
+
+    store.save(make_profile("user"))
+    again = make_speaker_gate(SpeakerConfig(), NoSynthesis(), tts_voice="joe", store=store, encoder=enc)
+    assert np.allclose(again.agent.embedding, gate.agent.embedding, atol=1e-6)
+    assert again.user is not None and again.user.name == "user"
+    assert "user 'user' enrolled" in again.describe()

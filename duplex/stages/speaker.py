@@ -19,6 +19,7 @@ the gate is thread-safe so the engine can call it from an executor.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -33,7 +34,7 @@ from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.config import SpeakerConfig
 from duplex.errors import ModelError, SpeakerError
 from duplex.resources import resolve_model_path
-from duplex.speaker_profiles import VoiceProfile
+from duplex.speaker_profiles import ProfileStore, VoiceProfile
 
 log = logging.getLogger(__name__)
 
@@ -455,6 +456,43 @@ class SpeakerGate:
         return f"speaker gate: user '{self.user.name}' enrolled ({self.user.speech_s:.0f} s){agent}"
 
 
+def agent_cache_key(voice: str, speed: float, sentences: Sequence[str] = AGENT_SENTENCES) -> str:
+    """A profile name for the agent voice's cached embedding (changes with the voice or the text)."""
+    h = hashlib.sha1(f"{ENCODER_ID}|{voice}|{speed}|{'|'.join(sentences)}".encode()).hexdigest()[:16]
+    return f"agent-{h}"
+
+
+def make_speaker_gate(cfg: SpeakerConfig, tts: _Synth | None, *, tts_voice: str = "", tts_speed: float = 1.0,
+                      store: ProfileStore | None = None, encoder: SpeakerEncoder | None = None) -> SpeakerGate | None:
+    """The gate the config asks for (None when ``speaker.enabled`` is false).
+
+    The user's profile is ``cfg.profile`` from the voices directory, or None when it is not
+    enrolled (then only the agent's own voice is recognised: :meth:`SpeakerGate.describe`
+    says so). The agent's profile is synthesised with ``tts`` once and cached in the
+    voices directory's ``agent/`` folder, keyed by ``tts_voice`` and ``tts_speed``.
+    Slow (loads the encoder, may synthesise a few sentences): call it from an executor
+    at start-up, never on the event loop.
+    """
+    if not cfg.enabled:
+        return None
+    store = store or ProfileStore()
+    encoder = encoder or SpeakerEncoder()
+    user = store.load(cfg.profile) if store.exists(cfg.profile) else None
+    agent = None
+    if tts is not None:
+        cache = ProfileStore(store.root / "agent")
+        key = agent_cache_key(tts_voice or type(tts).__name__, tts_speed)
+        if cache.exists(key):
+            agent = cache.load(key)
+        else:
+            agent = agent_profile(encoder, tts, name=key)
+            try:
+                cache.save(agent)
+            except SpeakerError as exc:  # a read-only home still gets a working gate
+                log.warning("agent voice profile not cached: %s", exc)
+    return SpeakerGate(encoder, user, agent, cfg)
+
+
 __all__ = [
     "AGENT_SENTENCES",
     "ENCODER_ID",
@@ -468,6 +506,8 @@ __all__ = [
     "cosine",
     "decide",
     "length_adjustment",
+    "agent_cache_key",
+    "make_speaker_gate",
     "mel_filterbank",
     "mel_frames",
     "profile_from_speech",
