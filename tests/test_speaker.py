@@ -361,3 +361,27 @@ def test_make_speaker_gate_caches_the_agent_voice_and_finds_the_user(enc, tts, t
     assert np.allclose(again.agent.embedding, gate.agent.embedding, atol=1e-6)
     assert again.user is not None and again.user.name == "user"
     assert "user 'user' enrolled" in again.describe()
+
+
+@needs_real
+def test_feed_then_update_equals_push_and_reset_drops_a_late_update(enc, reader, phone):
+    frames = frames_of(phone["sheila_test"][0])
+    a, b = SpeakerGate(enc, reader, None), SpeakerGate(enc, reader, None)
+    pushed = [v for i, f in enumerate(frames) if (v := a.push(f, t=i * 0.032)) is not None]
+    split = [b.update(i * 0.032) for i, f in enumerate(frames) if b.feed(f)]
+    assert pushed == split and len(pushed) >= 4
+    # An update computed for a run that has ended since is dropped, not mixed into the next run.
+    b.reset()
+    for f in frames[:14]:
+        due = b.feed(f)
+    assert due
+
+    class ResetDuringForward:
+        """The run ends (another thread calls reset) while update() is in the encoder."""
+
+        def embed(self, x: np.ndarray) -> np.ndarray:
+            b.reset()
+            return enc.embed(x)
+
+    b.encoder = ResetDuringForward()  # type: ignore[assignment]
+    assert b.update(1.0) is None and b.verdict.label == "unknown" and b.verdict.n_embeddings == 0

@@ -359,7 +359,8 @@ class SpeakerGate:
     embeds the last ``max_window_s`` and updates the running similarities, which are the
     duration-weighted mean of the window similarities in this run, each adjusted to its
     1.6 s equivalent (:func:`length_adjustment`). All methods are
-    thread-safe; :meth:`push` runs the encoder, so call it from an executor.
+    thread-safe; :meth:`push` (= :meth:`feed` + :meth:`update`) runs the encoder, so call
+    it from an executor.
 
     Args:
         encoder: the speaker encoder.
@@ -385,11 +386,13 @@ class SpeakerGate:
         self._lock = threading.Lock()
         self.embed_count = 0
         """Embeddings computed since construction (for cost accounting)."""
+        self._run = 0
         self.reset()
 
     def reset(self) -> None:
         """Forget the current speech run (call when it ends)."""
         with self._lock:
+            self._run += 1
             self._buf: deque[np.ndarray] = deque()
             self._buffered = 0
             self._run_samples = 0
@@ -407,15 +410,23 @@ class SpeakerGate:
             return self._verdict
 
     def push(self, frame: np.ndarray, t: float, agent_speaking: bool = True) -> SpeakerVerdict | None:
-        """Add one speech frame; returns a new verdict when an embedding was computed.
+        """:meth:`feed` one speech frame, then :meth:`update` if an embedding is due.
+
+        Returns the new verdict when an embedding was computed, else None. Runs the
+        encoder: call it from an executor (or use ``feed`` on the frame path and
+        ``update`` on a worker of its own).
+        """
+        return self.update(t) if self.feed(frame, agent_speaking) else None
+
+    def feed(self, frame: np.ndarray, agent_speaking: bool = True) -> bool:
+        """Add one speech frame (cheap); True when an embedding is due.
 
         Args:
             frame: float32 16 kHz audio (any length; the engine's frame).
-            t: session-clock time of the frame's end.
             agent_speaking: the agent's audio was playing: only then can speech be its echo.
         """
+        frame = np.asarray(frame, dtype=np.float32).reshape(-1)
         with self._lock:
-            frame = np.asarray(frame, dtype=np.float32).reshape(-1)
             self._buf.append(frame)
             self._buffered += len(frame)
             self._run_samples += len(frame)
@@ -423,26 +434,43 @@ class SpeakerGate:
             self._agent_heard = self._agent_heard or agent_speaking
             while self._buffered - len(self._buf[0]) >= self._max:
                 self._buffered -= len(self._buf.popleft())
-            if self._buffered < self._min or (self._n > 0 and self._since < self._every):
+            return self._buffered >= self._min and (self._n == 0 or self._since >= self._every)
+
+    def update(self, t: float) -> SpeakerVerdict | None:
+        """Embed the last ``max_window_s`` of the run and update the verdict (slow part).
+
+        The lock is not held during the forward pass, so ``feed`` never waits for it; a
+        result that arrives after :meth:`reset` is dropped.
+
+        Args:
+            t: session-clock time the verdict is stamped with (the last fed frame's end).
+        """
+        with self._lock:
+            if self._buffered < self._min:
                 return None
             window = np.concatenate(self._buf)[-self._max :]
+            run_s = round(self._run_samples / SAMPLE_RATE, 3)
             self._since = 0
-            if level_dbfs(window) < SILENCE_DBFS:
-                return None
-            e = self.encoder.embed(window)
+            run = self._run
+        if level_dbfs(window) < SILENCE_DBFS:
+            return None
+        e = self.encoder.embed(window)  # (256,)
+        w = len(window) / SAMPLE_RATE
+        adj = length_adjustment(w, self.cfg)
+        su1 = cosine(e, self.user.embedding) + adj if self.user is not None else 0.0
+        sa1 = cosine(e, self.agent.embedding) + adj if self.agent is not None else 0.0
+        with self._lock:
             self.embed_count += 1
-            w = len(window) / SAMPLE_RATE
-            adj = length_adjustment(w, self.cfg)
+            if run != self._run:
+                return None
             self._w += w
             self._n += 1
-            if self.user is not None:
-                self._su += w * (cosine(e, self.user.embedding) + adj)
-            if self.agent is not None:
-                self._sa += w * (cosine(e, self.agent.embedding) + adj)
+            self._su += w * su1
+            self._sa += w * sa1
             su = round(self._su / self._w, 4) if self.user is not None else None
             sa = round(self._sa / self._w, 4) if self.agent is not None else None
             label, conf = decide(su, sa, self.cfg, agent_possible=self._agent_heard)
-            self._verdict = SpeakerVerdict(t, label, conf, su, sa, round(self._run_samples / SAMPLE_RATE, 3), self._n)
+            self._verdict = SpeakerVerdict(t, label, conf, su, sa, run_s, self._n)
             return self._verdict
 
     def describe(self) -> str:
