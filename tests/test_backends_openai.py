@@ -265,3 +265,16 @@ def test_the_api_key_comes_from_the_named_environment_variable(raw_server, monke
     srv = raw_server([_chunk("ok"), b"data: [DONE]\n\n"])
     list(OpenAILLM(_cfg(srv.url, model="m", api_key_env="DUPLEX_TEST_KEY")).stream(HELLO, threading.Event()))
     assert b"Authorization: Bearer sk-test-123" in srv.requests[0]
+
+
+def test_the_default_install_carries_the_openai_clients_dependencies():
+    """`duplex run --llm-url` works after scripts/setup.sh: httpx and httpcore are plain
+    dependencies in pyproject.toml (what `pip install -e .` installs), not behind an extra."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    plain = {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() for r in project["dependencies"]}
+    assert {"httpx", "httpcore"} <= plain, sorted(plain)
+    import httpcore  # noqa: F401 - what the openai backend imports
