@@ -385,3 +385,12 @@ def test_feed_then_update_equals_push_and_reset_drops_a_late_update(enc, reader,
 
     b.encoder = ResetDuringForward()  # type: ignore[assignment]
     assert b.update(1.0) is None and b.verdict.label == "unknown" and b.verdict.n_embeddings == 0
+
+
+def test_missing_or_foreign_weights_say_what_to_install(tmp_path):
+    with pytest.raises(SpeakerError, match="pip install --no-deps resemblyzer==0.1.4"):
+        SpeakerEncoder("package:no_such_package_here/pretrained.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpeakerError, match="cannot load speaker encoder weights"):
+        SpeakerEncoder(str(bad))

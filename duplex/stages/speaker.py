@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import pickle
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -162,10 +163,11 @@ class SpeakerEncoder:
         try:
             path = resolve_model_path(weights)
         except ModelError as exc:
-            raise SpeakerError(f"speaker encoder weights not found ({weights}): pip install resemblyzer==0.1.4") from exc
+            raise SpeakerError(f"speaker encoder weights not found ({weights}): pip install --no-deps resemblyzer==0.1.4 "
+                              "(the wheel is only needed for its pretrained.pt)") from exc
         try:
             ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
             raise SpeakerError(f"cannot load speaker encoder weights {path}: {exc}") from exc
         state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
