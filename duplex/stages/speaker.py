@@ -168,7 +168,8 @@ class SpeakerEncoder:
         try:
             ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
-            raise SpeakerError(f"cannot load speaker encoder weights {path}: {exc}") from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SpeakerError(f"cannot load speaker encoder weights {path}: {first}") from exc
         state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise SpeakerError(f"{path} is not a Resemblyzer voice-encoder checkpoint")
