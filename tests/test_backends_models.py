@@ -216,3 +216,16 @@ def test_one_very_sure_sentence_switches_at_once():
     t.reset()
     t.update("en", 0.95, 8)
     assert t.update("ja", 0.97, 6) == "ja"
+
+
+def test_kokoro_onnx_follows_a_language_with_the_same_packaged_voice():
+    from duplex.stages.kokoro_tts import KOKORO_ONNX_ESPEAK
+    from duplex.stages.multilingual import KOKORO_ONNX_LANGUAGES
+
+    cfg = load_config("quality").tts
+    chosen, notice = voice_for_language(cfg, "ja")
+    assert notice is None and (chosen.language, chosen.voice) == ("ja", cfg.voice)
+    assert voice_for_language(cfg, "en") == (cfg, None)
+    none, notice = voice_for_language(cfg, "ko")
+    assert none is None and "Korean" in notice
+    assert KOKORO_ONNX_LANGUAGES <= set(KOKORO_ONNX_ESPEAK)  # every offered language has a phonemiser

@@ -158,6 +158,12 @@ def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig 
         chosen = dataclasses.replace(tts_cfg, voice=voice, language=language)
         missing = _missing_voice(chosen)
         return (None, f"{missing}; replying in the default voice") if missing else (chosen, None)
+    if tts_cfg.backend == "kokoro-onnx":
+        # Kokoro's voices are speaker styles: the same packaged voice speaks another language
+        # through espeak-ng's phonemes for it (kana only for Japanese, not kanji).
+        if base in KOKORO_ONNX_LANGUAGES:
+            return dataclasses.replace(tts_cfg, language=base), None
+        return None, f"Kokoro ONNX has no {name} phonemiser; replying in the default voice"
     if tts_cfg.backend == "kokoro":
         if base in KOKORO_LANGUAGES:
             code, default_voice = KOKORO_LANGUAGES[base]
@@ -176,8 +182,14 @@ def voice_for_language(tts_cfg: TTSConfig, lang: str | None) -> tuple[TTSConfig 
     )
 
 
+KOKORO_ONNX_LANGUAGES = frozenset({"en", "es", "fr", "hi", "it", "pt", "ja", "zh", "sv", "de"})
+"""Languages the kokoro-onnx backend has an espeak-ng phonemiser set for (kokoro_tts.KOKORO_ONNX_ESPEAK)."""
+
+
 def _missing_voice(cfg: TTSConfig) -> str | None:
     """Why the voice of ``cfg`` cannot be loaded from disk (``None`` when it can)."""
+    if cfg.backend == "kokoro-onnx":
+        return None  # one packaged voice pack; KokoroOnnxTTS names the voices it has
     if cfg.backend == "kokoro":
         try:
             kokoro_voice_path(locate_kokoro(cfg), cfg.voice)
