@@ -79,6 +79,8 @@ class LlamaCppLLM:
         self._busy = threading.Lock()
         """One stream at a time: a cancelled reply's thread may still be finishing its last
         token (an engine does not wait for it at shutdown) when the next reply starts."""
+        self._kept: tuple[threading.Event, int] | None = None
+        """The last reply that ran to its end: its cancel flag and where its tokens start."""
 
     def warmup(self) -> None:
         """Evaluate the system prompt once, so the first reply finds it in the KV cache."""
@@ -99,9 +101,13 @@ class LlamaCppLLM:
 
         Replies stay deterministic. How many tokens a cancelled reply had generated
         depends on compute speed, so a stream that does not run to its end rolls the
-        cache back to where its first token came out; a finished one keeps its tokens
-        (all of them, whatever the speed). The cache is then a function of the
-        conversation alone, and so is the next reply.
+        cache back to where its first token came out. Whether a reply interrupted later
+        had *finished* generating by then depends on speed too, and the next reply differs
+        with it (its tokens' cache entries come from one-token decodes instead of one
+        batch: the numbers differ slightly, and so can the sampled tokens). So a finished
+        reply keeps its tokens only until its cancel flag is set (a barge-in, a dropped
+        speculation); the next stream then rolls it back like a cancelled one. The cache
+        is a function of the conversation alone, and so is the next reply.
         """
         if not self._busy.acquire(timeout=BUSY_TIMEOUT_S):
             raise LLMError(f"the model was still busy with another reply after {BUSY_TIMEOUT_S:.0f} s")
@@ -114,6 +120,11 @@ class LlamaCppLLM:
         self, messages: Sequence[Message], cancel: threading.Event, max_tokens: int | None
     ) -> Iterator[str]:
         c = self.cfg
+        if self._kept is not None:
+            flag, start = self._kept
+            self._kept = None
+            if flag.is_set():  # that reply was interrupted after it finished generating
+                self._rollback(start)
         it = self._llm.create_chat_completion(
             messages=list(messages),
             stream=True,
@@ -141,5 +152,16 @@ class LlamaCppLLM:
             close = getattr(it, "close", None)
             if close is not None:
                 close()
-            if not finished and rollback is not None and self._llm.n_tokens > rollback:
-                self._llm.n_tokens = rollback
+            if rollback is not None:
+                if finished:
+                    self._kept = (cancel, rollback)
+                else:
+                    self._rollback(rollback)
+
+    def _rollback(self, n: int) -> None:
+        """Forget the cache after token ``n``, the way llama-cpp-python truncates it itself
+        (so an exact-prefix hit re-decodes instead of sampling from stale logits)."""
+        if self._llm.n_tokens > n:
+            self._llm.n_tokens = n
+            self._llm._ctx.kv_cache_seq_rm(-1, n, -1)
+            self._llm._requires_eval = True
