@@ -11,7 +11,10 @@
    on each channel), and scored on held-out 0.4 / 0.8 / 1.6 s windows (hop 0.4 s) of
    every speaker's remaining clean speech: none overlaps any enrolment audio. The
    equal error rate pools all target and non-target trials of a recording (one
-   threshold for all its speakers, as the gate has).
+   threshold for all its speakers, as the gate has). Then the gate itself over whole
+   speech runs (each held-out clean segment of 0.8 s or more, up to 3.2 s, fed frame by
+   frame): how often the enrolled user is blocked (``other_speaker``) and how often
+   another voice is blocked or let in as the user, at 0.8 s and at the end of the run.
 3. **Agent echo**: the packaged piper voice (the agent) as the gate learns it at
    start-up, against (a) its own echo: other sentences through each simulated room
    (docs/echo.md: small/office/living at -10/0/+6 dB), raw and after the echo
@@ -44,6 +47,7 @@ from duplex.clock import PerfTimer  # noqa: E402
 from duplex.stages.speaker import (  # noqa: E402
     AGENT_SENTENCES,
     SILENCE_DBFS,
+    SpeakerGate,
     GateConfig,
     SpeakerEncoder,
     agent_profile,
@@ -221,8 +225,51 @@ def overlaps(span: tuple[float, float], segs: Segments) -> bool:
     return any(span[0] < e and s < span[1] for s, e in segs)
 
 
-def user_vs_other(enc: SpeakerEncoder, vad: object, gate: GateConfig, names: list[str]) -> tuple[list[dict], dict]:
-    rows, profiles10 = [], {}
+def run_level(enc: SpeakerEncoder, gate: GateConfig, name: str, enrol_s: float, audio: dict, clean: dict,
+              profiles: dict, enrolled_at: dict) -> dict:
+    """The gate over whole speech runs, as the engine would feed it: each held-out clean
+    segment of 0.8 s or more (cut at 3.2 s) is one run, fed frame by frame to a gate with
+    each enrolled profile as the user. Labels at the first verdict from 0.8 s of speech on
+    ("early", when a barge-in is being decided) and at the end of the run."""
+    counts = {k: {"user": 0, "other_speaker": 0, "unknown": 0, "agent": 0}
+              for k in ("user_early", "user_end", "other_early", "other_end")}
+    n_runs = {"user": 0, "other": 0}
+    for spk, segs in clean.items():
+        for s0, e0 in segs:
+            if e0 - s0 < 0.8 or overlaps((s0, e0), enrolled_at[spk]):
+                continue
+            x = audio[spk][int(s0 * SAMPLE_RATE) : int(min(e0, s0 + 3.2) * SAMPLE_RATE)]
+            for user, prof in profiles.items():
+                who = "user" if spk == user else "other"
+                g = SpeakerGate(enc, prof, None, gate)
+                early = last = None
+                for i in range(len(x) // FRAME_SAMPLES):
+                    v = g.push(x[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], t=(i + 1) * FRAME_SAMPLES / SAMPLE_RATE)
+                    if v is not None:
+                        last = v
+                        if early is None and v.window_s >= 0.8:
+                            early = v
+                if last is None:
+                    continue
+                n_runs[who] += 1
+                counts[f"{who}_early"][(early or last).label] += 1
+                counts[f"{who}_end"][last.label] += 1
+    out = {"recording": name, "enrol_s": enrol_s, "user_runs": n_runs["user"], "other_runs": n_runs["other"]}
+    for k, c in counts.items():
+        n = n_runs[k.split("_")[0]]
+        out[k] = {lab: round(v / n, 4) for lab, v in c.items()} if n else None
+    fmt = lambda d, lab: "  –  " if d is None else f"{100 * d[lab]:5.1f}"  # noqa: E731
+    print(f"{name:16s} enrol {enrol_s:4.0f} s  runs {n_runs['user']:3d} user / {n_runs['other']:3d} other   "
+          f"user blocked (other_speaker) early/end {fmt(out['user_early'], 'other_speaker')}/"
+          f"{fmt(out['user_end'], 'other_speaker')} %   other blocked early/end {fmt(out['other_early'], 'other_speaker')}/"
+          f"{fmt(out['other_end'], 'other_speaker')} %   other let in as user early/end {fmt(out['other_early'], 'user')}/"
+          f"{fmt(out['other_end'], 'user')} %", flush=True)
+    return out
+
+
+def user_vs_other(enc: SpeakerEncoder, vad: object, gate: GateConfig,
+                  names: list[str]) -> tuple[list[dict], list[dict], dict]:
+    rows, runs_rows, profiles10 = [], [], {}
     for name in names:
         audio, clean = load_recording(name, vad)
         # Every window is embedded once; each enrolment length then keeps the held-out ones.
@@ -246,6 +293,7 @@ def user_vs_other(enc: SpeakerEncoder, vad: object, gate: GateConfig, names: lis
                     enrolled_at[spk] = []  # not enrolled: all its windows are non-targets for the others
                     continue
                 profiles[spk] = profile_from_speech(enc, cut(audio[spk], first), "spk", min_speech_s=0.5)
+            runs_rows.append(run_level(enc, gate, name, enrol_s, audio, clean, profiles, enrolled_at))
             if enrol_s == ECHO_ENROL_S:
                 profiles10.update({f"{name}/{s}": (p, audio[s], take(clean[s], enrol_s)[1])
                                    for s, p in profiles.items()})
@@ -282,7 +330,7 @@ def user_vs_other(enc: SpeakerEncoder, vad: object, gate: GateConfig, names: lis
                       f"{100 * r['user_called_user']:5.1f} %, user->other {100 * r['user_called_other']:5.1f} %, "
                       f"other->other {100 * r['other_called_other']:5.1f} %, other->user {100 * r['other_called_user']:5.1f} %"
                       + (f"  [too short: {', '.join(short)}]" if short else ""), flush=True)
-    return rows, profiles10
+    return rows, runs_rows, profiles10
 
 
 # --- 3. agent echo ------------------------------------------------------------------------------
@@ -404,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     ms = cost(enc, 10 if args.quick else 30)
     print(f"cost per embedding (median ms): {ms}", flush=True)
     names = ["02 phone call", "06 two channels"] if args.quick else list(RECORDINGS)
-    rows, profiles10 = user_vs_other(enc, vad, gate, names)
+    rows, runs_rows, profiles10 = user_vs_other(enc, vad, gate, names)
     echo = None if args.no_echo else agent_echo(enc, gate, profiles10, args.quick)
     out = {
         "encoder": enc.id, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "ms_per_embedding": ms, "torch_threads": 1, "gate": asdict(gate), "enrol_s": ENROL_S, "windows_s": WINDOWS_S,
-        "user_vs_other": rows, "agent_echo": echo,
+        "user_vs_other": rows, "gate_over_runs": runs_rows, "agent_echo": echo,
         "command": "python benchmarks/speaker.py" + (" --quick" if args.quick else "") + (" --no-echo" if args.no_echo else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
