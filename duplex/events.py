@@ -206,7 +206,7 @@ class BargeIn(ControlEvent):
     onset: float = 0.0
     reaction: float = 0.0
     text: str = ""
-    after_pause: bool = False
+    was_paused: bool = False
     """The reply had been paused (``AgentPaused``) before this commit."""
     DECISION: ClassVar[bool] = True
 

@@ -308,7 +308,7 @@ class Floor:
         elif d is Decision.BARGE_IN:
             self.stats.barge_ins += 1
             self._emit(BargeIn(t, turn=reply.turn, onset=onset, reaction=round(t - onset, 6), text=lf.partial,
-                               after_pause=paused_for is not None))
+                               was_paused=paused_for is not None))
             self._stopping = (reply.turn, onset)
             self.overlap = None
             # The overlapping utterance becomes the user's turn (its final, if out now, included).

@@ -26,7 +26,7 @@ barge-in may return ``PAUSE`` on any frame where ``agent_speaking`` is true and
   (nothing skipped, nothing repeated, so the words heard stay exact) and emits
   ``AgentResumed``;
 * on ``BARGE_IN``, paused or not: commits. The reply is cancelled, its audio flushed,
-  and history keeps only what was heard before the pause; ``BargeIn.after_pause`` says
+  and history keeps only what was heard before the pause; ``BargeIn.was_paused`` says
   whether it had been paused;
 * on ``CONTINUE``/``None`` while paused: keeps waiting. A pause that is neither committed
   nor resumed within ``engine.pause_timeout_s`` resolves by itself on that frame: a

@@ -113,7 +113,7 @@ def test_barge_in_after_a_pause_keeps_only_what_was_heard():
     run = run_timeline([ASK, says("wait stop what about mars", 2.2, 3.2)],
                        policy=ScriptedPolicy(at={2.3: PAUSE, 2.6: BARGE_IN}))
     p, b = run.first(AgentPaused), run.first(BargeIn)
-    assert b.after_pause and b.t == pytest.approx(2.624) and not run.of(AgentResumed)
+    assert b.was_paused and b.t == pytest.approx(2.624) and not run.of(AgentResumed)
     assert [e for e in run.voiced(1) if e.t >= p.t] == []
     heard_before_pause = " ".join(e.text for e in run.voiced(1) if e.t < p.t and e.text).split()
     ended = run.first(AgentTurnEnded, turn=1)
@@ -125,7 +125,7 @@ def test_barge_in_after_a_pause_keeps_only_what_was_heard():
 
 def test_direct_barge_in_is_not_after_a_pause():
     run = run_timeline([ASK, says("wait stop", 2.2, 3.0)], policy=ScriptedPolicy(at={2.4: BARGE_IN}))
-    assert not run.first(BargeIn).after_pause and not run.of(AgentPaused)
+    assert not run.first(BargeIn).was_paused and not run.of(AgentPaused)
 
 
 # --- a pause nobody resolves ----------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_an_unresolved_pause_commits_when_the_user_keeps_talking():
     run = run_timeline([ASK, says("no no listen to me I want to know about mars", 2.2, 4.5)],
                        policy=ScriptedPolicy(at={2.3: PAUSE}))
     p, b = run.first(AgentPaused), run.first(BargeIn)
-    assert b.after_pause and b.t - p.t == pytest.approx(1.5, abs=FRAME_S)
+    assert b.was_paused and b.t - p.t == pytest.approx(1.5, abs=FRAME_S)
     assert run.first(AgentTurnEnded, turn=1).interrupted
     assert "mars" in run.of(EndOfTurn)[1].text
 

@@ -68,7 +68,7 @@ def test_barge_in_cancels_and_history_keeps_what_was_heard():
     run = run_timeline([ASK, says("wait stop what about mars", 2.5, 3.5)], policy=ScriptedPolicy(rule=barge))
     b = run.first(BargeIn, turn=1)
     assert 2.5 + 0.2 <= b.t <= 2.5 + 0.2 + 0.1 + 2 * FRAME_S
-    assert not b.after_pause
+    assert not b.was_paused
     assert [e for e in run.voiced(1) if e.t >= b.t] == []
     assert run.first(AgentStopped, turn=1).latency <= b.reaction + FRAME_S + 1e-9
     played = " ".join(e.text for e in run.voiced(1) if e.text).split()

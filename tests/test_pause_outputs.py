@@ -72,6 +72,6 @@ async def test_mqtt_publishes_pause_resume_and_commit(mosquitto):  # noqa: F811
     resumed = next(p for p in payloads if p["type"] == "agent_resumed")
     barge = next(p for p in payloads if p["type"] == "barge_in")
     assert resumed["paused_ms"] == 608 and resumed["timeout"] is False and resumed["turn"] == 1
-    assert barge["after_pause"] is True and barge["turn"] == 1
+    assert barge["was_paused"] is True and barge["turn"] == 1
     assert paused[0]["onset_t"] == pytest.approx(2.2, abs=0.04)
     assert run.stats.barge_ins == 1

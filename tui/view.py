@@ -458,11 +458,11 @@ class SessionView:
                           f"{len(ev.generated.split())} words")
             case BargeIn():
                 tr.barge_in()
-                if ev.after_pause:
+                if ev.was_paused:
                     tr.pause_resolved(ev.t, committed=True)
                 self.timing.row(ev.turn).reaction = ev.reaction
                 self.dirty.add("timing")
-                after = " after a pause" if ev.after_pause else ""
+                after = " after a pause" if ev.was_paused else ""
                 self._log(ev, "BARGE-IN", f"turn {ev.turn}, reaction {ev.reaction * 1000:.0f} ms{after}: {ev.text!r}",
                           "decision")
             case AgentPaused():

@@ -197,10 +197,10 @@ class EventMapper:
                 return self.event(
                     "agent_turn_ended", t, turn=turn, interrupted=interrupted, generated=generated, heard=heard
                 )
-            case BargeIn(turn=turn, onset=onset, reaction=reaction, text=text, after_pause=after_pause):
+            case BargeIn(turn=turn, onset=onset, reaction=reaction, text=text, was_paused=was_paused):
                 return self.event(
                     "barge_in", t, turn=turn, reaction_ms=_ms(reaction), onset_t=round(onset, 6), transcript=text,
-                    after_pause=after_pause,
+                    was_paused=was_paused,
                 )
             case AgentPaused(turn=turn, onset=onset, reaction=reaction, text=text):
                 return self.event(
