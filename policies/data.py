@@ -53,6 +53,11 @@ AGENT_CLASSES = ("continue", "backchannel", "barge_in")
 USER_CLASSES = ("hold", "end_of_turn", "backchannel_opportunity")
 IGNORE = -1
 
+MURMUR_SHARE = 0.4
+"""Share of backchannels rendered as nasal murmurs (:func:`murmur`) rather than TTS words."""
+BACKCHANNEL_DROP_DB = (2.0, 14.0)
+"""A backchannel sits this many dB under the same speaker's turns."""
+
 # --- voices --------------------------------------------------------------------------
 
 TRAIN_LANGS = ("en-us", "en-gb", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan")
@@ -269,6 +274,60 @@ def clatter(rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def murmur(rng: np.random.Generator) -> np.ndarray:
+    """A nasal backchannel ("mm", "mm-hmm", "uh-huh") from a glottal source and formants.
+
+    No TTS voice says "mm-hmm" the way people do: short, quiet, through the nose, with a
+    rising, falling or rise-fall pitch. A Rosenberg-like pulse train at a jittered F0
+    goes through nasal resonances (a murmur at ~250 Hz, weak higher formants, an
+    antiresonance near 1 kHz); two-syllable forms get a breathy ``h`` dip between them.
+    """
+    kind = rng.choice(["mm", "mm-hmm", "uh-huh", "hmm"], p=[0.3, 0.35, 0.2, 0.15])
+    syll = 2 if kind in ("mm-hmm", "uh-huh") else 1
+    f0_base = float(rng.uniform(85, 260))
+    parts: list[np.ndarray] = []
+    for k in range(syll):
+        dur = float(rng.uniform(0.12, 0.35) if syll == 2 else rng.uniform(0.18, 0.55))
+        n = int(dur * SR)
+        t = np.arange(n) / n
+        contour = rng.choice(["rise", "fall", "risefall", "flat"])
+        semis = {"rise": 4 * t, "fall": -4 * t, "risefall": 4 * np.sin(np.pi * t), "flat": 0 * t}[contour]
+        semis = semis * rng.uniform(0.5, 1.5) + (2.0 if (k == 1 and kind == "mm-hmm") else 0.0)
+        f0 = f0_base * 2 ** (semis / 12) * (1 + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(n))
+        phase = np.cumsum(f0 / SR)
+        cyc = phase % 1.0
+        src = np.where(cyc < 0.6, 0.5 * (1 - np.cos(np.pi * cyc / 0.6)), np.cos(np.pi * (cyc - 0.6) / 0.8))
+        src = np.diff(src, prepend=src[0]) + 0.02 * rng.standard_normal(n)
+        y = np.zeros(n)
+        vowel = kind == "uh-huh"
+        for fc, bw, g in ((250, 80, 1.0), (1300 if vowel else 2200, 150, 0.25 if vowel else 0.08), (2500, 200, 0.05)):
+            y += g * _band(src, fc - bw, fc + bw)
+        if not vowel:
+            y -= 0.5 * _band(y, 900, 1200)  # the nasal antiresonance
+        y *= _env(n, 0.02, dur * rng.uniform(0.5, 1.0))
+        parts.append(y.astype(np.float32))
+        if k + 1 < syll:
+            g = int(SR * rng.uniform(0.05, 0.12))
+            parts.append((_band(rng.standard_normal(g), 500, 4000) * 0.03 * _env(g, 0.01, 0.04)).astype(np.float32))
+    out = np.concatenate(parts)
+    return (out / max(float(np.max(np.abs(out))), 1e-6) * 0.5).astype(np.float32)
+
+
+def gate(x: np.ndarray, rel_db: float = -45.0) -> np.ndarray:
+    """Digital silence between words, as telephone codecs and VoIP send it."""
+    hop = SR // 100
+    n = len(x) // hop
+    if n == 0:
+        return x
+    fr = x[: n * hop].reshape(n, hop)
+    db = 10 * np.log10(np.mean(fr**2, axis=1) + 1e-12)
+    keep = db > db.max() + rel_db
+    keep = np.convolve(keep.astype(float), np.ones(5), mode="same") > 0  # 20 ms hangover each side
+    y = x.copy()
+    y[: n * hop] = (fr * keep[:, None]).reshape(-1)
+    return y
+
+
 # --- rooms, mics, echo -----------------------------------------------------------------
 
 
@@ -474,9 +533,14 @@ class Generator:
 
     def overlap_event(self, rng: np.random.Generator, kind: str, voice: Voice, held_out: bool) -> np.ndarray:
         if kind == "backchannel":
-            return self.render(voice, self._text(rng, texts.BACKCHANNELS, held_out))
+            bc = murmur(rng) if rng.random() < MURMUR_SHARE else self.render(voice, self._text(rng, texts.BACKCHANNELS, held_out))
+            # Real backchannels are quieter than the same person's turns.
+            return (bc * 10 ** (-rng.uniform(*BACKCHANNEL_DROP_DB) / 20)).astype(np.float32)
         if kind == "barge_in":
-            return self.render(voice, self._text(rng, texts.BARGE_INS, held_out))
+            text = self._text(rng, texts.BARGE_INS, held_out)
+            if rng.random() < 0.25:
+                text = str(rng.choice(["um, ", "uh, ", "so, ", "well, ", "yeah, "])) + text
+            return self.render(voice, text)
         sub = rng.choice(["cough", "keyboard", "door", "clatter", "laugh", "tv"], p=[0.25, 0.15, 0.15, 0.1, 0.15, 0.2])
         if sub == "cough":
             return cough(rng)
@@ -566,7 +630,9 @@ class Generator:
         audio = self._mix(rng, scene, n, user_db)
         targets = frame_targets(scene.spans, agent_spans, n // FRAME_SAMPLES)
         events = [e for e in scene.events if e.start < n / SR]
-        events = [LabelledEvent(e.start, min(e.end, n / SR), e.label) for e in events]
+        # A reply shorter than the earliest onset (0.3 s) puts a barge-in's stop before its
+        # onset; such an event is cut to zero length rather than written reversed.
+        events = [LabelledEvent(e.start, max(e.start, min(e.end, n / SR)), e.label) for e in events]
         return audio, events, targets
 
     def _mix(self, rng: np.random.Generator, scene: Scene, n: int, user_db: float) -> np.ndarray:
@@ -591,7 +657,10 @@ class Generator:
                 echo = np.tanh(echo * 4) / 4
             echo = echo * 10 ** (rng.uniform(-30, 2) / 20)
         bg = colored_noise(rng, n) * 10 ** (rng.uniform(-72, -42) / 20)
-        mic = mic_chain((user + noise + echo + bg).astype(np.float32), rng, phone=rng.random() < 0.15)
+        phone = rng.random() < 0.15
+        mic = mic_chain((user + noise + echo + bg).astype(np.float32), rng, phone=phone)
+        if phone and rng.random() < 0.5:
+            mic = gate(mic)
         mic = np.clip(mic, -1, 1)
         return np.stack([playback, mic], axis=1).astype(np.float32)
 

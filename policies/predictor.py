@@ -1,50 +1,155 @@
-"""The predictor policy: the duplex Transformer, run causally every 32 ms frame.
+"""The predictor policy: the duplex Transformer, run causally every 32 ms frame, fused
+with what the words say.
 
 Each frame, :class:`policies.features.Featurizer` turns the engine's
 :class:`duplex.turn.PolicyInput` into one feature vector and
 :class:`policies.model.StreamingPredictor` (numpy, KV cache of the last ``window``
-frames) gives both heads' probabilities. The decision rules on top are deliberately thin:
+frames) gives both heads' probabilities. The decisions on top (v2):
 
-* agent speaking: BARGE_IN the first frame ``p(barge_in)`` reaches its threshold (once
-  per user sound: it re-arms after 0.5 s of silence or 0.3 s of low probability); when the user's sound ends without
-  a barge-in, BACKCHANNEL if ``p(backchannel)`` peaked above its threshold, else CONTINUE;
-* user's floor (``user_turn_open``): END_OF_TURN once ``p(end_of_turn)`` has been at
-  its threshold for two silent frames (after a tuned minimum silence) (or after ``max_silence_ms`` whatever the model says);
-  BACKCHANNEL_OPPORTUNITY in a pause the model rates so (at most every
-  ``agent_backchannel_min_gap_s``); HOLD otherwise.
+* **agent speaking: pause, then decide.** A user sound under the agent pauses the agent
+  (``PAUSE``: playback holds, the reply stays) once it has lasted ``pause_run_s`` and the
+  model gives it ``p(barge_in) >= pause_prob`` or a word that is not a backchannel word
+  has been heard, unless its words so far are all backchannel words. It is committed (``BARGE_IN``) once the evidence is clear: a stop
+  word, ``content_words`` words that are not backchannel words, ``p(barge_in) >=
+  commit_prob``, or a sound longer than ``commit_run_s`` (``bc_commit_run_s`` when every
+  word is a backchannel word). A sound that ends before that is a backchannel: the agent
+  resumes from the same sample (``BACKCHANNEL`` doubles as the resume) or never paused.
+* **user's floor: end of turn by evidence, not by a fixed wait.** A logistic fusion of the
+  model's ``p(end_of_turn)``, the text's completeness (the chat model's probability that
+  the user's message ends after the words so far, :mod:`duplex.stages.eou`), a trailing
+  word that asks for more (``and``, ``the``, ``um``) and the silence so far; the turn ends
+  when it reaches ``eot_threshold`` for two silent frames, after ``min_silence_s``, or
+  after ``max_silence_ms`` whatever it says.
+  ``BACKCHANNEL_OPPORTUNITY`` in a pause the model rates so (rate-limited).
+
+The decision parameters ship with the weights (``predictor.json``, key ``decision``);
+they are tuned on generated dev conversations, never on the real recordings.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from duplex.config import PredictorConfig
-from duplex.errors import PolicyError
+from duplex.errors import DuplexError, PolicyError
 from duplex.events import Decision
-from duplex.turn import PolicyInput, PolicyOutput
-from policies.features import FEATURE_NAMES, Featurizer
+from duplex.stages.eou import TextEndOfUtterance
+from duplex.audio import FRAME_MS
+from duplex.audio.wav import level_db
+from duplex.turn import BACKCHANNEL_WORDS, PolicyInput, PolicyOutput, has_stop_word, words
+from policies.features import CONTINUATION_WORDS, FEATURE_NAMES, Featurizer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "predictor.pt"
-DEFAULT_THRESHOLDS = {
-    "barge_in": 0.5, "backchannel": 0.5, "end_of_turn": 0.5, "backchannel_opportunity": 0.6, "end_of_turn_min_silence_ms": 0,
-}
 REARM_SILENCE_S = 0.5
 """After a barge-in, the next one needs a new user sound after this much silence..."""
 REARM_FRAMES = 10
-"""...or the model's barge-in probability under half its threshold for this many frames
-(with a loud echo the VAD never goes silent while the agent talks)."""
+"""...or this many frames without the user's voice (with a loud echo the VAD never goes
+silent while the agent talks)."""
+PLAYBACK_SILENT_DB = -60.0
 EOT_FRAMES = 2
 """Consecutive silent frames at or above the end-of-turn threshold before the turn ends."""
+FRAME_S = FRAME_MS / 1000
+NEAR_END_MARGIN_DB = 6.0
+"""A frame is the user's voice, not the agent's echo, when the microphone is this much above
+the echo the agent's playback would leave (the running echo-return estimate)."""
+ECHO_ONLY_PROB = 0.9
+"""The model's ``p(continue)`` above which a frame is taken as the agent's echo alone."""
+ERL_INIT_DB = -20.0
+"""Echo return (mic minus playback, dB) assumed until frames of the agent alone measure it."""
 SOUND_END_S = 0.25
 """A user sound during agent speech is over after this much silence (then it is classified)."""
 AGENT_PROBS = ("continue", "backchannel", "barge_in")
 USER_PROBS = ("hold", "end_of_turn", "backchannel_opportunity")
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """The decision layer's parameters (see the module docstring)."""
+
+    pause_prob: float = 0.5
+    pause_run_s: float = 0.2
+    commit_prob: float = 0.97
+    commit_min_run_s: float = 0.3
+    commit_run_s: float = 1.0
+    bc_commit_run_s: float = 1.6
+    content_words: int = 2
+    stop_word_run_s: float = 0.4
+    backchannel_prob: float = 0.35
+    bco_prob: float = 0.6
+    # End of turn: z = b + w_model*logit(p_eot) + w_text*logit(p_text) + w_cont*cont + w_sil*silence
+    eot_bias: float = -3.0
+    eot_w_model: float = 0.6
+    eot_w_text: float = 0.8
+    eot_w_cont: float = -2.0
+    eot_w_silence: float = 6.0
+    eot_threshold: float = 0.0
+    min_silence_s: float = 0.1
+
+    @classmethod
+    def v1(cls, meta: dict) -> DecisionParams:
+        """The decision rules the first shipped predictor used, on its tuned thresholds.
+
+        A barge-in as soon as ``p(barge_in)`` reaches its threshold (no pause, no words,
+        no duration), an end of turn as soon as ``p(end_of_turn)`` does: kept so that
+        the benchmark can show v1 and v2 side by side on the same weights.
+        """
+        thr = {"barge_in": 0.5, "backchannel": 0.5, "end_of_turn": 0.5, **meta.get("thresholds", {})}
+        never = 1e9
+        return cls(pause_prob=2.0, commit_prob=float(thr["barge_in"]), commit_min_run_s=0.0, commit_run_s=never,
+                   bc_commit_run_s=never, content_words=10**6, stop_word_run_s=never,
+                   backchannel_prob=float(thr["backchannel"]), eot_bias=-_logit(float(thr["end_of_turn"])),
+                   eot_w_model=1.0, eot_w_text=0.0, eot_w_cont=0.0, eot_w_silence=0.0, eot_threshold=0.0,
+                   min_silence_s=float(thr.get("end_of_turn_min_silence_ms", 0)) / 1000)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> DecisionParams:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) if k != "content_words" else int(v) for k, v in meta.get("decision", {}).items() if k in known})
+
+
+def _is_backchannel(word: str) -> bool:
+    return word in BACKCHANNEL_WORDS or word.startswith(("mm", "hm"))
+
+
+def _logit(p: float, eps: float = 1e-4) -> float:
+    p = min(1.0 - eps, max(eps, p))
+    return math.log(p / (1.0 - p))
+
+
+class TextScorer:
+    """The text end-of-utterance probability, loaded on first use (``None`` if unavailable)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._model = None
+        self._failed = False
+
+    def __call__(self, text: str) -> float | None:
+        if not self.enabled or self._failed or not text:
+            return None
+        if self._model is None:
+            try:
+                self._model = _load_text_eou()
+            except DuplexError as exc:
+                log.warning("text end-of-utterance unavailable, audio only: %s", exc)
+                self._failed = True
+                return None
+        return self._model(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_text_eou() -> TextEndOfUtterance:
+    """One shared scorer per process (it memoises, and its model takes ~100 MB)."""
+    return TextEndOfUtterance()
 
 
 def load_weights(path: str | Path = "") -> tuple[object, dict]:
@@ -80,21 +185,25 @@ class PredictorPolicy:
 
     name = "predictor"
 
-    def __init__(self, cfg: PredictorConfig | None = None) -> None:
+    def __init__(self, cfg: PredictorConfig | None = None, params: DecisionParams | None = None,
+                 text_eou: bool | None = None) -> None:
         self.cfg = cfg or PredictorConfig()
         self.model, self.meta = load_weights(self.cfg.weights)
-        tuned = {**DEFAULT_THRESHOLDS, **self.meta.get("thresholds", {})}
+        d = params or DecisionParams.from_meta(self.meta)
         c = self.cfg
-
-        def pick(value: float, key: str) -> float:
-            return float(value) if value > 0 else float(tuned[key])
-
-        self.thr_barge = pick(c.barge_in_threshold, "barge_in")
-        self.thr_bc = pick(c.backchannel_threshold, "backchannel")
-        self.thr_eot = pick(c.end_of_turn_threshold, "end_of_turn")
-        self.thr_bco = pick(c.backchannel_opportunity_threshold, "backchannel_opportunity")
-        ms = c.end_of_turn_min_silence_ms
-        self.eot_min_silence = (ms if ms >= 0 else float(tuned["end_of_turn_min_silence_ms"])) / 1000
+        # Explicit config thresholds (> 0) override the shipped ones.
+        if c.barge_in_threshold > 0:
+            d = replace(d, pause_prob=c.barge_in_threshold)
+        if c.backchannel_threshold > 0:
+            d = replace(d, backchannel_prob=c.backchannel_threshold)
+        if c.end_of_turn_threshold > 0:
+            d = replace(d, eot_threshold=_logit(c.end_of_turn_threshold))
+        if c.backchannel_opportunity_threshold > 0:
+            d = replace(d, bco_prob=c.backchannel_opportunity_threshold)
+        if c.end_of_turn_min_silence_ms >= 0:
+            d = replace(d, min_silence_s=c.end_of_turn_min_silence_ms / 1000)
+        self.params = d
+        self.text = TextScorer(self.meta.get("text_eou", True) if text_eou is None else text_eou)
         self.features = Featurizer()
         self.reset()
 
@@ -110,57 +219,160 @@ class PredictorPolicy:
     def reset_decisions(self) -> None:
         """Forget the decision state only (threshold search replays stored probabilities)."""
         self._latched = False
-        self._low = 0
         self._sound = False
         self._bc_peak = 0.0
+        self._b_peak = 0.0
         self._last_bco = -1e9
         self._bco_pause = False
         self._eot_run = 0
+        self._runs: list[str] = []
+        self._cur = ""
+        self._erl = ERL_INIT_DB
+        self._near = 0.0
+        self._far_frames = 0
 
     def decide(self, x: PolicyInput, pa: np.ndarray, pu: np.ndarray) -> PolicyOutput:
         """The decision rules on one frame's probabilities (agent head ``pa``, user head ``pu``)."""
         probs = {k: float(v) for k, v in zip(AGENT_PROBS, pa, strict=True)}
         probs.update({k: float(v) for k, v in zip(USER_PROBS, pu, strict=True)})
+        self._track_words(x)
         decision: Decision | None = None
         if x.agent_speaking:
             decision = self._agent_turn(x, probs)
         else:
             self._latched = False
             self._sound = False
-            self._bc_peak = 0.0
+            self._bc_peak = self._b_peak = self._near = 0.0
             if x.user_turn_open:
                 decision = self._user_turn(x, probs)
+        # Thresholds travel with the probabilities (the TUI draws them from the events).
+        probs["thr_barge_in"] = self.params.pause_prob
+        probs["thr_backchannel"] = self.params.backchannel_prob
+        probs["thr_backchannel_opportunity"] = self.params.bco_prob
         return PolicyOutput(decision, probs)
 
+    def _track_words(self, x: PolicyInput) -> None:
+        """The user's words this turn: earlier speech runs' last partials, then the current one."""
+        if not x.user_turn_open and not x.agent_speaking:
+            self._runs, self._cur = [], ""
+            return
+        if x.user_speaking and x.speech_run <= 0.04 and self._cur:
+            self._runs.append(self._cur)
+            self._cur = ""
+        if x.partial:
+            self._cur = x.partial
+
+    @property
+    def turn_text(self) -> str:
+        return " ".join([*self._runs, self._cur]).strip()
+
+    # --- while the agent speaks ------------------------------------------------------------
+
+    def _near_end(self, x: PolicyInput, p: dict[str, float]) -> bool:
+        """Is this frame the user's voice rather than the agent's echo (adaptive Geigel)?
+
+        While the agent plays and nobody else is heard (the VAD is quiet, or the model is
+        sure nothing is happening: a loud echo keeps the VAD on), the frame measures the
+        echo return (microphone minus playback, dB, tracking its upper envelope). A frame
+        is near-end when the playback is silent, the microphone stands
+        ``NEAR_END_MARGIN_DB`` above that echo, or the model itself hears a barge-in. With
+        headphones the echo return is the noise floor and every voiced frame counts; on an
+        open speaker the echo alone does not.
+        """
+        play = level_db(x.playback)
+        if play < PLAYBACK_SILENT_DB:
+            return x.user_speaking
+        mic = level_db(x.mic)
+        if (not x.user_speaking and x.vad < 0.3) or p["continue"] >= ECHO_ONLY_PROB:
+            self._erl = max(self._erl - 0.05, 0.9 * self._erl + 0.1 * (mic - play))
+            return False
+        return x.user_speaking and (mic - play > self._erl + NEAR_END_MARGIN_DB or p["barge_in"] >= self.params.pause_prob)
+
+    def _commit(self, x: PolicyInput, p: dict[str, float], content: int, bc_only: bool) -> bool:
+        d = self.params
+        run = self._near
+        if run >= d.stop_word_run_s and has_stop_word(x.partial):
+            return True
+        if run >= d.commit_min_run_s and (content >= d.content_words or p["barge_in"] >= d.commit_prob):
+            return True
+        return run >= (d.bc_commit_run_s if bc_only else d.commit_run_s)
+
     def _agent_turn(self, x: PolicyInput, p: dict[str, float]) -> Decision | None:
+        d = self.params
+        near = self._near_end(x, p)
         sounding = x.user_speaking or x.silence < SOUND_END_S
+        self._far_frames = 0 if near else self._far_frames + 1
         if self._latched:
-            self._low = self._low + 1 if p["barge_in"] < 0.5 * self.thr_barge else 0
-            if (x.silence >= REARM_SILENCE_S and not x.user_speaking) or self._low >= REARM_FRAMES:
+            # One barge-in per user sound: re-armed by silence, or by a stretch with no
+            # near-end frame (a VAD kept on by the agent's own echo never goes silent).
+            if (x.silence >= REARM_SILENCE_S and not x.user_speaking) or self._far_frames >= REARM_FRAMES:
                 self._latched = False
+                self._near = 0.0
             return None
-        if p["barge_in"] >= self.thr_barge:
-            self._latched = True
-            self._low = 0
-            self._sound = False
-            self._bc_peak = 0.0
-            return Decision.BARGE_IN
         if x.user_speaking:
+            if near:
+                self._near += FRAME_S
+            if self._near <= 0.0:
+                return None  # echo or noise so far: nothing of the user's yet
             self._sound = True
-        if self._sound:
             self._bc_peak = max(self._bc_peak, p["backchannel"])
-            if not sounding:
+            self._b_peak = max(self._b_peak, p["barge_in"])
+            ws = words(x.partial)
+            bc_only = bool(ws) and all(_is_backchannel(w) for w in ws)
+            content = sum(1 for w in ws if not _is_backchannel(w))
+            if self._commit(x, p, content, bc_only):
+                self._latched = True
                 self._sound = False
-                peak, self._bc_peak = self._bc_peak, 0.0
-                return Decision.BACKCHANNEL if peak >= self.thr_bc else Decision.CONTINUE
+                self._bc_peak = self._b_peak = 0.0
+                return Decision.BARGE_IN
+            unsure = p["barge_in"] >= d.pause_prob or content > 0
+            if not x.agent_paused and self._near >= d.pause_run_s and unsure and not bc_only:
+                return Decision.PAUSE
+            return None
+        if self._far_frames >= REARM_FRAMES:
+            self._near = 0.0
+        if self._sound and not sounding:
+            # The sound ended before the evidence was clear: a short "stop" or "no, wait" is
+            # still a barge-in; anything else a backchannel (resuming a paused agent) or noise.
+            self._sound = False
+            self._near = 0.0
+            peak, self._bc_peak = self._bc_peak, 0.0
+            b_peak, self._b_peak = self._b_peak, 0.0
+            ws = words(x.partial)
+            content = sum(1 for w in ws if not _is_backchannel(w))
+            if has_stop_word(x.partial) or (content > 0 and b_peak >= d.pause_prob):
+                self._latched = True
+                return Decision.BARGE_IN
+            if x.agent_paused or peak >= d.backchannel_prob or ws:
+                return Decision.BACKCHANNEL  # also resumes a paused agent from the same sample
+            return Decision.CONTINUE
         return None
 
+    # --- while the user has the floor ------------------------------------------------------------
+
+    def eot_score(self, x: PolicyInput, p: dict[str, float]) -> float:
+        """The fused end-of-turn evidence (logit scale; the turn ends at ``eot_threshold``)."""
+        d = self.params
+        text = self.turn_text
+        p_text = self.text(text) if x.silence > 0 and d.eot_w_text else None
+        ws = words(text)
+        cont = float(bool(ws) and ws[-1] in CONTINUATION_WORDS)
+        z = d.eot_bias + d.eot_w_model * _logit(p["end_of_turn"]) + d.eot_w_cont * cont
+        z += d.eot_w_silence * min(x.silence, 2.0)
+        if p_text is not None:
+            z += d.eot_w_text * _logit(p_text)
+            p["text_end"] = p_text
+        return z
+
     def _user_turn(self, x: PolicyInput, p: dict[str, float]) -> Decision:
+        d = self.params
         if x.silence <= 0.0:
             self._bco_pause = False
             self._eot_run = 0
             return Decision.HOLD
-        ready = p["end_of_turn"] >= self.thr_eot and x.silence >= self.eot_min_silence
+        z = self.eot_score(x, p)
+        p["eot_fused"] = 1.0 / (1.0 + math.exp(-(z - d.eot_threshold)))
+        ready = z >= d.eot_threshold and x.silence >= d.min_silence_s
         self._eot_run = self._eot_run + 1 if ready else 0
         if x.silence * 1000 >= self.cfg.max_silence_ms or self._eot_run >= EOT_FRAMES:
             self._eot_run = 0
@@ -168,7 +380,7 @@ class PredictorPolicy:
         if (
             self.cfg.agent_backchannels
             and not self._bco_pause
-            and p["backchannel_opportunity"] >= self.thr_bco
+            and p["backchannel_opportunity"] >= d.bco_prob
             and x.t - self._last_bco >= self.cfg.agent_backchannel_min_gap_s
         ):
             self._bco_pause = True
@@ -177,4 +389,4 @@ class PredictorPolicy:
         return Decision.HOLD
 
 
-__all__ = ["PredictorPolicy", "load_weights"]
+__all__ = ["DecisionParams", "PredictorPolicy", "load_weights"]

@@ -31,6 +31,7 @@ from duplex.clock import PerfTimer
 from duplex.errors import PolicyError
 from policies.features import FEATURE_NAMES, LEXICAL, N_FEATURES, N_MEL, N_MEL_PLAY
 from policies.model import DuplexPredictor, ModelConfig
+from policies.tune import fit_decisions
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +236,9 @@ def run(a: argparse.Namespace) -> int:
     t0 = PerfTimer.now()
     root = a.data or gen.CACHE
     if a.tune_only:
-        from policies.eval import tune_thresholds
-
         meta_path = a.out / "predictor.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        meta["thresholds"] = tune_thresholds(a.out / "predictor.pt", sorted((root / "dev").glob("*.wav")))
+        meta["decision"] = fit_decisions(a.out / "predictor.pt", sorted((root / "dev").glob("*.wav")))
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return 0
     if a.data is None:
@@ -260,9 +259,7 @@ def run(a: argparse.Namespace) -> int:
         meta["train"]["dev_loss"] = round(full_loss(model, load_split(dev_dir), cfg), 4)
         save(model, meta, a.out)
     if not a.no_tune and have_dev:
-        from policies.eval import tune_thresholds
-
-        meta["thresholds"] = tune_thresholds(a.out / "predictor.pt", sorted(dev_dir.glob("*.wav")))
+        meta["decision"] = fit_decisions(a.out / "predictor.pt", sorted(dev_dir.glob("*.wav")))
         save(model, meta, a.out)
     log.info(
         "wrote %s (%d parameters); data %.0f s, training %.0f s, total %.0f s",

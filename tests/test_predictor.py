@@ -17,7 +17,7 @@ from duplex.turn import PolicyInput
 from policies import make_policy
 from policies.features import N_FEATURES, Featurizer
 from policies.model import DuplexPredictor, ModelConfig, StreamingPredictor
-from policies.predictor import DEFAULT_WEIGHTS, PredictorPolicy
+from policies.predictor import DEFAULT_WEIGHTS, DecisionParams, PredictorPolicy
 
 DATA = Path(__file__).parent / "data" / "policy"
 
@@ -70,8 +70,8 @@ def test_shipped_weights_load_small_and_by_default() -> None:
     pol = make_policy(PolicyConfig(name="predictor"))
     assert isinstance(pol, PredictorPolicy)
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    assert set(meta["thresholds"]) >= {"barge_in", "end_of_turn", "backchannel"}
-    assert 0 < pol.thr_barge < 1 and 0 < pol.thr_eot < 1
+    assert set(meta["thresholds"]) >= {"barge_in", "end_of_turn", "backchannel"}, "v1's thresholds stay for comparison"
+    assert 0 < pol.params.pause_prob <= 1 and pol.params.eot_w_silence > 0
 
 
 def test_missing_weights_raise_policy_error(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_policy_step_equals_batch_over_real_case_features() -> None:
     """The engine path (PolicyInput → features → numpy cache) equals a torch pass over the same frames."""
     from policies.eval import runner_for
     from policies.harness import load_case
-    from policies.predictor import load_weights
+    from policies.predictor import DecisionParams, load_weights
 
     wav = DATA / "barge_goforward_echo.wav"
     runner = runner_for(wav, load_case(wav))
@@ -142,29 +142,98 @@ def _inp(**kw: object) -> PolicyInput:
     return PolicyInput(**base)  # type: ignore[arg-type]
 
 
-def test_decision_rules_on_given_probabilities() -> None:
-    pol = PredictorPolicy(
-        PredictorConfig(barge_in_threshold=0.6, backchannel_threshold=0.5, end_of_turn_threshold=0.7, max_silence_ms=1000)
-    )
-    hold, eot = np.array([0.9, 0.1, 0.0]), np.array([0.1, 0.9, 0.0])
-    cont, barge, bc = np.array([0.9, 0.05, 0.05]), np.array([0.2, 0.1, 0.7]), np.array([0.3, 0.6, 0.1])
-    # User's floor: silence needed, two frames at threshold, or the safety net.
+def _v2(**kw: float) -> PredictorPolicy:
+    params = DecisionParams(eot_bias=-3.0, eot_w_model=1.0, eot_w_text=0.0, eot_w_cont=-4.0, eot_w_silence=4.0,
+                            min_silence_s=0.1, **kw)
+    return PredictorPolicy(PredictorConfig(max_silence_ms=1000), params=params, text_eou=False)
+
+
+def test_end_of_turn_needs_evidence_silence_or_the_safety_net() -> None:
+    pol = _v2()
+    hold, eot = np.array([0.9, 0.1, 0.0]), np.array([0.05, 0.95, 0.0])
+    cont = np.array([0.9, 0.05, 0.05])
     assert pol.decide(_inp(silence=0.0), cont, eot).decision is Decision.HOLD
-    assert pol.decide(_inp(silence=0.1), cont, eot).decision is Decision.HOLD
-    assert pol.decide(_inp(silence=0.13), cont, eot).decision is Decision.END_OF_TURN
-    assert pol.decide(_inp(silence=0.5), cont, hold).decision is Decision.HOLD
-    assert pol.decide(_inp(silence=1.0), cont, hold).decision is Decision.END_OF_TURN
+    assert pol.decide(_inp(silence=0.064), cont, eot).decision is Decision.HOLD, "under min_silence_s"
+    assert pol.decide(_inp(silence=0.128), cont, eot).decision is Decision.HOLD, "one frame is not enough"
+    assert pol.decide(_inp(silence=0.16), cont, eot).decision is Decision.END_OF_TURN
+    pol.reset_decisions()
+    for s in (0.2, 0.4, 0.6):
+        assert pol.decide(_inp(silence=s), cont, hold).decision is Decision.HOLD, "the model says hold"
+    pol.reset_decisions()
+    # A trailing "and" asks for more: the same evidence waits.
+    assert pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.5, partial="i want a table and"), cont, eot).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=0.16), cont, eot).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=0.2), cont, eot).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=1.0), cont, hold).decision is Decision.END_OF_TURN, "the safety net"
     assert pol.decide(_inp(user_turn_open=False), cont, eot).decision is None
-    # Agent speaking: one barge-in per sound, then a backchannel is reported when a sound ends.
+
+
+def _speak(pol: PredictorPolicy, seconds: float, pa: np.ndarray, partial: str = "", paused: bool = False,
+           **kw: object) -> list[Decision | None]:
+    """Feed ``seconds`` of user speech under the agent; returns the decisions frame by frame."""
+    hold = np.array([0.9, 0.1, 0.0])
+    n = int(round(seconds / 0.032))
+    return [pol.decide(_inp(agent_speaking=True, user_speaking=True, silence=0.0, speech_run=(i + 1) * 0.032,
+                            partial=partial, agent_paused=paused, **kw), pa, hold).decision for i in range(n)]
+
+
+def test_pause_then_commit_or_resume() -> None:
+    pol = _v2(pause_prob=0.5, pause_run_s=0.2, commit_prob=0.97, commit_min_run_s=0.3, commit_run_s=1.0,
+              bc_commit_run_s=1.6)
+    unsure, sure, calm = np.array([0.3, 0.1, 0.6]), np.array([0.01, 0.01, 0.98]), np.array([0.8, 0.15, 0.05])
+    hold = np.array([0.9, 0.1, 0.0])
+    # An unsure sound pauses the agent once it has lasted 0.2 s; it ends short: resume (BACKCHANNEL).
+    d = _speak(pol, 0.35, unsure)
+    assert Decision.PAUSE in d and d.index(Decision.PAUSE) == 6 and Decision.BARGE_IN not in d
+    assert pol.decide(_inp(agent_speaking=True, agent_paused=True, silence=0.3), unsure, hold).decision is Decision.BACKCHANNEL
+    # A calm sound made only of backchannel words never pauses; only a very long one commits.
     pol.reset_decisions()
-    a = dict(agent_speaking=True, user_speaking=True, silence=0.0)
-    assert pol.decide(_inp(**a), barge, hold).decision is Decision.BARGE_IN
-    assert pol.decide(_inp(**a), barge, hold).decision is None
+    assert set(_speak(pol, 0.6, calm, "yeah")) == {None}
     pol.reset_decisions()
-    assert pol.decide(_inp(**a), bc, hold).decision is None
-    assert pol.decide(_inp(agent_speaking=True, silence=0.3), cont, hold).decision is Decision.BACKCHANNEL
-    assert pol.decide(_inp(**a), cont, hold).decision is None
-    assert pol.decide(_inp(agent_speaking=True, silence=0.3), cont, hold).decision is Decision.CONTINUE
+    assert _speak(pol, 1.7, calm, "yeah yeah right").index(Decision.BARGE_IN) == 49
+    # Commit on words, a stop word, a confident model, or a long sound; once per sound.
+    for pa, partial, seconds in ((calm, "what about", 0.35), (calm, "wait", 0.45), (sure, "", 0.35), (calm, "", 1.05)):
+        pol.reset_decisions()
+        d = _speak(pol, seconds + 0.2, pa, partial)
+        assert d.count(Decision.BARGE_IN) == 1, (partial, seconds)
+        assert d.index(Decision.BARGE_IN) == pytest.approx(seconds / 0.032 - 1, abs=1.5), (partial, seconds)
+    # A short "stop" that ends before any rule fires is still a barge-in.
+    pol.reset_decisions()
+    _speak(pol, 0.25, calm, "stop")
+    assert pol.decide(_inp(agent_speaking=True, silence=0.3, partial="stop"), calm, hold).decision is Decision.BARGE_IN
+
+
+def test_the_agents_own_echo_is_not_the_user() -> None:
+    """On an open speaker the VAD hears the agent; only frames above the echo count as the user's."""
+    pol = _v2(pause_prob=0.5, pause_run_s=0.2, commit_run_s=1.0)
+    rng = np.random.default_rng(0)
+    play = (rng.standard_normal(512) * 0.1).astype(np.float32)  # -20 dBFS
+    echo = play * 0.1  # -20 dB echo return
+    calm, hold = np.array([0.8, 0.15, 0.05]), np.array([0.9, 0.1, 0.0])
+    for _ in range(20):  # the agent alone: the echo return is learnt
+        pol.decide(_inp(agent_speaking=True, mic=echo, playback=play, vad=0.1), calm, hold)
+    d = [pol.decide(_inp(agent_speaking=True, user_speaking=True, silence=0.0, mic=echo, playback=play, vad=0.9,
+                         speech_run=0.032 * (i + 1)), calm, hold).decision for i in range(60)]
+    assert set(d) == {None}, "two seconds of echo that the VAD took for speech: no pause, no barge-in"
+    voice = echo + (rng.standard_normal(512) * 0.1).astype(np.float32)
+    d = [pol.decide(_inp(agent_speaking=True, user_speaking=True, silence=0.0, mic=voice, playback=play, vad=0.9,
+                         speech_run=2.0), calm, hold).decision for _ in range(40)]
+    assert Decision.BARGE_IN in d
+
+
+def test_v1_decisions_reproduce_the_first_release() -> None:
+    pol = PredictorPolicy(PredictorConfig(), text_eou=False)
+    pol.params = DecisionParams.v1({"thresholds": {"barge_in": 0.6, "end_of_turn": 0.7, "backchannel": 0.5}})
+    a = dict(agent_speaking=True, user_speaking=True, silence=0.0, speech_run=0.05)
+    hold = np.array([0.9, 0.1, 0.0])
+    assert pol.decide(_inp(**a), np.array([0.2, 0.1, 0.7]), hold).decision is Decision.BARGE_IN, "on its first frame"
+    pol.reset_decisions()
+    assert pol.decide(_inp(**a), np.array([0.5, 0.1, 0.4]), hold).decision is None, "v1 never pauses"
+    pol.reset_decisions()
+    eot, below = np.array([0.25, 0.75, 0.0]), np.array([0.35, 0.65, 0.0])
+    assert pol.decide(_inp(silence=0.032), np.zeros(3), eot).decision is Decision.HOLD
+    assert pol.decide(_inp(silence=0.064), np.zeros(3), eot).decision is Decision.END_OF_TURN
+    assert pol.decide(_inp(silence=0.5), np.zeros(3), below).decision is Decision.HOLD
 
 
 def _toy_data(seed: int) -> list:
