@@ -1,7 +1,7 @@
 """Evaluate turn-taking policies side by side on interchange cases.
 
-``python -m policies.eval CASES_DIR [--policy predictor|rules|smart-turn ...] [--json OUT]``
-(also ``duplex eval-policy``). Every case (``NAME.wav`` stereo: channel 0 agent playback,
+``duplex eval-policy CASES_DIR [--policy NAME ...] [--per-source] [--budget-curve] [--json OUT]``
+(:mod:`duplex.commands.eval_policy` parses and prints; this module evaluates). Every case (``NAME.wav`` stereo: channel 0 agent playback,
 channel 1 microphone; ``NAME.tsv``: ``start_s end_s label``) goes through the engine's
 own listener once (cached), then through each policy (:mod:`policies.harness`).
 
@@ -25,37 +25,28 @@ How decisions are scored (``t`` is the end of the frame that decided):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from duplex.config import PolicyConfig, PredictorConfig
 from duplex.errors import DuplexError, PolicyError
 from duplex.events import Decision
 from duplex.turn import TurnPolicy
+from policies import POLICY_NAMES, make_named_policy, make_policy
 from policies.harness import FRAME_S, Case, CaseRunner, LabelledEvent, Trace, list_cases, listen_cached, load_case
 from policies.realcases import source_of
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("predictor", "rules", "smart-turn")
+POLICIES = POLICY_NAMES
 AGENT_LABELS = ("barge_in", "backchannel", "noise")
 USER_LABELS = ("end_of_turn", "hold")
 ONSET_SLACK_S = 0.05
 TAIL_S = 0.6
-
-
-def make_named_policy(name: str) -> TurnPolicy:
-    """Build a policy by name with default configuration."""
-    from duplex.config import PolicyConfig
-    from policies import make_policy
-
-    if name not in POLICIES:
-        raise PolicyError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
-    return make_policy(PolicyConfig(name=name))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -277,11 +268,6 @@ def eot_budget_curve(cases: Sequence[Path], name: str, build: Callable[[str, int
 
 def budget_policy(name: str, ms: int) -> TurnPolicy:
     """Policy ``name`` with its end-of-turn decision budget set to ``ms``."""
-    from dataclasses import replace
-
-    from duplex.config import PolicyConfig
-    from policies import make_policy
-
     cfg = PolicyConfig(name=name)  # type: ignore[arg-type]
     knob = budget_knob(name)
     if knob is None:
@@ -374,7 +360,7 @@ def format_sources(report: dict) -> str:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """The evaluation's arguments (shared by ``python -m policies.eval`` and ``duplex eval-policy``)."""
+    """The evaluation's arguments (``duplex eval-policy``)."""
     ap.add_argument("cases", type=Path, help="directory of NAME.wav + NAME.tsv cases")
     ap.add_argument("--policy", action="append", choices=POLICIES, help="repeatable; default: all three")
     ap.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
@@ -388,11 +374,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace, progress: bool = True) -> dict:
     """Evaluate as the parsed arguments say; returns the report (raises DuplexError)."""
-    from dataclasses import replace
-
-    from duplex.config import PolicyConfig, PredictorConfig
-    from policies import make_policy
-
     wavs = list_cases(a.cases)
     if a.limit:
         wavs = wavs[: a.limit]
@@ -427,32 +408,3 @@ def format_budget(report: dict) -> str:
         d5 = b["delay_ms_at_5pct_false_cutoff"]
         rows.append(f"| {n} | {'n/a' if f300 is None else f'{100 * f300:.0f} %'} | {'not reached' if d5 is None else f'{d5:.0f} ms'} |")
     return "\n".join(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (also ``duplex eval-policy``)."""
-    ap = argparse.ArgumentParser(prog="python -m policies.eval", description="Evaluate turn-taking policies side by side.")
-    add_arguments(ap)
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        report = run(a)
-    except DuplexError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(f"{report['cases']} cases in {a.cases}")
-    print(format_table(report))
-    if a.per_source:
-        print()
-        print(format_sources(report))
-    if a.budget_curve:
-        print()
-        print(format_budget(report))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

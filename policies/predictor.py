@@ -126,23 +126,30 @@ def _logit(p: float, eps: float = 1e-4) -> float:
 
 
 class TextScorer:
-    """The text end-of-utterance probability, loaded on first use (``None`` if unavailable)."""
+    """The text end-of-utterance probability (``None`` when disabled or unavailable).
+
+    The model loads when the policy is built (off the event loop: policies are built by
+    the model loader or an executor), so the first pause of a conversation does not
+    stall a frame while llama.cpp maps the weights.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._model = None
+        self._model: TextEndOfUtterance | None = None
         self._failed = False
+        if enabled:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            self._model = _load_text_eou()
+        except DuplexError as exc:
+            log.warning("text end-of-utterance unavailable, audio only: %s", exc)
+            self._failed = True
 
     def __call__(self, text: str) -> float | None:
-        if not self.enabled or self._failed or not text:
+        if self._model is None or not text:
             return None
-        if self._model is None:
-            try:
-                self._model = _load_text_eou()
-            except DuplexError as exc:
-                log.warning("text end-of-utterance unavailable, audio only: %s", exc)
-                self._failed = True
-                return None
         return self._model(text)
 
 

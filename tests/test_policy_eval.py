@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
+from duplex.cli import main as cli_main
 from duplex.audio.wav import write_wav
 from duplex.errors import PolicyError
 from duplex.events import Decision
@@ -164,7 +165,7 @@ def test_eval_cli_runs_rules_side_by_side_and_writes_json(tmp_path: Path) -> Non
     for ext in ("wav", "tsv"):
         shutil.copy(DATA / f"turn_goforward_noecho.{ext}", tmp_path / f"case.{ext}")
     out = tmp_path / "report.json"
-    rc = peval.main([str(tmp_path), "--policy", "rules", "--json", str(out)])
+    rc = cli_main(["eval-policy", str(tmp_path), "--policy", "rules", "--json", str(out)])
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["cases"] == 1
@@ -175,8 +176,8 @@ def test_eval_cli_runs_rules_side_by_side_and_writes_json(tmp_path: Path) -> Non
 
 
 def test_eval_cli_reports_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert peval.main([str(tmp_path / "nope")]) == 2
-    assert "cases directory not found" in capsys.readouterr().out
+    assert cli_main(["eval-policy", str(tmp_path / "nope")]) == 2
+    assert "cases directory not found" in capsys.readouterr().err
 
 
 def test_smart_turn_features_match_whisper_shape() -> None:
