@@ -65,6 +65,11 @@ class CaseScore:
     spurious_barge_ins: int = 0
     spurious_eots: int = 0
     agent_seconds: float = 0.0
+    agent_backchannels: dict[str, int] = field(default_factory=dict)
+    """The policy's BACKCHANNEL_OPPORTUNITY decisions by where they fell: inside a pause the
+    user resumed from (``in_hold``, where a "mm-hmm" belongs), after the user's last word
+    (``at_turn_end``: the agent should take the turn instead), elsewhere (``other``)."""
+    user_seconds: float = 0.0
 
 
 def _times(trace: Trace, decision: Decision) -> np.ndarray:
@@ -117,6 +122,12 @@ def score_case(events: Sequence[LabelledEvent], trace: Trace, source: str = "oth
         else:
             s.confusion.append(("hold", "end_of_turn" if inside.any() else "hold"))
     s.spurious_eots = int((~eot_used).sum())
+    s.user_seconds = float(np.sum(trace.user_turn_open & ~trace.agent_speaking)) * FRAME_S
+    holds = [(e.start, e.end) for e in events if e.label == "hold"]
+    ends = [(e.start, e.end) for e in events if e.label == "end_of_turn"]
+    for t in _times(trace, Decision.BACKCHANNEL_OPPORTUNITY):
+        where = "in_hold" if any(a <= t <= b for a, b in holds) else "at_turn_end" if any(a <= t <= b for a, b in ends) else "other"
+        s.agent_backchannels[where] = s.agent_backchannels.get(where, 0) + 1
     return s
 
 
@@ -163,6 +174,9 @@ def summarise(scores: Sequence[CaseScore], compute: np.ndarray) -> dict:
         "eot_delay_ms_p50": _pct(delay, 50),
         "eot_delay_ms_p95": _pct(delay, 95),
         "spurious_eots": sum(s.spurious_eots for s in scores),
+        "agent_backchannels": {k: sum(sc.agent_backchannels.get(k, 0) for sc in scores) for k in ("in_hold", "at_turn_end", "other")},
+        "agent_backchannels_per_user_min": _r(sum(sum(sc.agent_backchannels.values()) for sc in scores)
+                                              / (sum(sc.user_seconds for sc in scores) / 60)) if any(sc.user_seconds for sc in scores) else None,
         "frame_cost_ms_mean": round(float(np.mean(compute)) * 1000, 3) if compute.size else None,
         "frame_cost_ms_p95": round(float(np.percentile(compute, 95)) * 1000, 3) if compute.size else None,
         "counts": {"barge_in": len(barges), "backchannel+noise": len(non_barge), "hold": len(holds), "end_of_turn": len(eots)},
@@ -297,6 +311,7 @@ ROWS: list[tuple[str, str]] = [
     ("EOT delay p50 ms", "eot_delay_ms_p50"),
     ("EOT delay p95 ms", "eot_delay_ms_p95"),
     ("spurious EOTs (count)", "spurious_eots"),
+    ("agent backchannels /user-min", "agent_backchannels_per_user_min"),
     ("per-frame cost mean ms", "frame_cost_ms_mean"),
     ("per-frame cost p95 ms", "frame_cost_ms_p95"),
 ]

@@ -273,3 +273,16 @@ def test_budget_curve_trades_cutoffs_for_delay() -> None:
     assert curve["cases"] >= 2
     assert delays[0] < delays[1] < delays[2], "a longer budget waits longer"
     assert curve["false_cutoff_at_300ms"] is None, "300 ms was not swept"
+
+
+def test_agent_backchannels_are_scored_by_where_they_fall() -> None:
+    events = [LabelledEvent(1.0, 2.0, "hold"), LabelledEvent(3.0, 5.0, "end_of_turn")]
+    plan = {1.5: Decision.BACKCHANNEL_OPPORTUNITY, 3.2: Decision.BACKCHANNEL_OPPORTUNITY,
+            6.0: Decision.BACKCHANNEL_OPPORTUNITY}
+    audio = stereo(7.0, [])
+    n = audio.shape[0] // FRAME_SAMPLES
+    s = peval.score_case(events, CaseRunner(audio, frames(n, set(range(5)))).run(Scripted(plan)))
+    assert s.agent_backchannels == {"in_hold": 1, "at_turn_end": 1, "other": 1}
+    m = peval.summarise([s], np.zeros(0))
+    assert m["agent_backchannels"] == {"in_hold": 1, "at_turn_end": 1, "other": 1}
+    assert m["agent_backchannels_per_user_min"] > 0
