@@ -7,11 +7,13 @@ loaded the models): this module, like the engine, never imports ``policies``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -134,6 +136,88 @@ class RunResult:
     stats: EngineStats
     session_dir: Path | None
     events: list[Event] = field(default_factory=list)
+    stopped_by: str | None = None
+    """The signal that stopped the conversation (``"SIGINT"``, ``"SIGTERM"``), or None."""
+    incomplete: str | None = None
+    """Why the session in ``session_dir`` is incomplete (a write failed: ``session.json``
+    says ``complete: false``), or None when it was written whole."""
+
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+"""The signals that stop a conversation cleanly (the commands pass these)."""
+STOP_GRACE_S = 5.0
+"""How long the engine has to end after the first stop signal before its task is cancelled."""
+
+
+class SignalStop:
+    """SIGINT and SIGTERM end a conversation alike, as if its input had ended.
+
+    The first signal asks the engine to end (:meth:`Engine.end`): it stops after the frame
+    in hand and the recorder closes every file as on a normal end. A second signal, or
+    the engine still running :data:`STOP_GRACE_S` later, cancels the conversation's task;
+    the recorder still closes (``run_conversation``'s ``finally``). The handlers are
+    installed with ``loop.add_signal_handler``, so they run on the loop between two
+    callbacks, never in the middle of a write. Off the main thread (where Python cannot
+    handle signals) nothing is installed.
+    """
+
+    def __init__(self, signals: Sequence[signal.Signals], grace_s: float = STOP_GRACE_S) -> None:
+        self.signals = tuple(signals)
+        self.grace_s = grace_s
+        self.stopped_by: str | None = None
+        self.forced = False
+        self._engine: Engine | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def install(self) -> None:
+        """Take the signals over for the conversation running in the current task."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        for sig in self.signals:
+            previous = signal.getsignal(sig)
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+            except (ValueError, RuntimeError) as exc:  # not the main thread
+                log.debug("not handling %s: %s", sig.name, exc)
+                continue
+            self._previous[sig] = previous
+
+    def uninstall(self) -> None:
+        """Give the signals back to the handlers they had before :meth:`install`."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig, previous in self._previous.items():
+            assert self._loop is not None
+            self._loop.remove_signal_handler(sig)
+            # remove_signal_handler leaves SIG_DFL (SIGINT: default_int_handler); restore ours.
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def bind(self, engine: Engine) -> None:
+        """The engine to end; a signal that came before it existed ends it now."""
+        self._engine = engine
+        if self.stopped_by is not None:
+            engine.end(f"stopped by {self.stopped_by}")
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stopped_by is not None:
+            self._force()
+            return
+        self.stopped_by = signal.Signals(sig).name
+        log.info("%s: ending the conversation", self.stopped_by)
+        if self._engine is not None:
+            self._engine.end(f"stopped by {self.stopped_by}")
+        assert self._loop is not None
+        self._timer = self._loop.call_later(self.grace_s, self._force)
+
+    def _force(self) -> None:
+        if self._task is not None and not self._task.done() and not self.forced:
+            log.warning("%s: the conversation did not end by itself; cancelling it", self.stopped_by)
+            self.forced = True
+            self._task.cancel()
 
 
 async def run_conversation(
@@ -149,11 +233,16 @@ async def run_conversation(
     on_engine: Callable[[Engine], Any] | None = None,
     on_bridge: Callable[[Any], Any] | None = None,
     recording: Recording | None = None,
+    stop_signals: Sequence[signal.Signals] = (),
 ) -> RunResult:
     """Run one conversation to its end, recording it into ``session_dir`` if given.
 
     ``recording`` is a recorder the caller opened and will close (the TUI's pausable
     one); it is wired exactly like the one ``session_dir`` opens here.
+
+    ``stop_signals`` (the commands pass :data:`STOP_SIGNALS`) end the conversation
+    cleanly (:class:`SignalStop`); the result's ``stopped_by`` names the signal.
+    The result's ``incomplete`` says why the session recorded here is incomplete.
     """
     if session_dir is not None and recording is not None:
         raise ValueError("run_conversation: give session_dir or recording, not both")
@@ -176,12 +265,15 @@ async def run_conversation(
     if recording is not None:
         bus.subscribe(recording.on_event)
         engine.add_tap(recording.on_audio)
+    stop = SignalStop(stop_signals) if stop_signals else None
     mqtt_cm: Any = contextlib.nullcontext()
     if cfg.mqtt.enabled:
         from duplex.mqtt import MQTTBridge  # type: ignore[attr-defined]
 
         mqtt_cm = MQTTBridge(cfg.mqtt, session_id=(session_dir.name if session_dir else "live"), control=engine)
     try:
+        if stop is not None:
+            stop.install()
         async with mqtt_cm as bridge:
             if bridge is not None:
                 bus.subscribe(bridge.on_event)
@@ -193,12 +285,26 @@ async def run_conversation(
                 # Last filter: the listener hears bit for bit what mic.wav will hold, so a
                 # replay of this session reproduces its decisions.
                 engine.add_mic_filter(as_recorded)
+            if stop is not None:
+                stop.bind(engine)
             stats = await engine.run()
+    except asyncio.CancelledError:
+        if stop is None or not stop.forced:
+            raise
+        # We cancelled ourselves (a second signal, or the engine did not end in time):
+        # the run is over, not cancelled from outside.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        stats = engine.stats
     finally:
+        if stop is not None:
+            stop.uninstall()
         if recorder is not None:
             recorder.close(summary={"turns": engine.stats.turns, "barge_ins": engine.stats.barge_ins,
                                     "backchannels": engine.stats.backchannels})
         close = getattr(sink, "close", None)
         if close is not None:
             close()
-    return RunResult(stats, session_dir, events)
+    return RunResult(stats, session_dir, events, stopped_by=stop.stopped_by if stop is not None else None,
+                     incomplete=recorder.failed if recorder is not None else None)

@@ -5,19 +5,27 @@ docstring (its ``--help`` description), ``add_arguments(parser)`` and ``run(args
 (the exit status). Everything below this layer raises
 :class:`duplex.errors.DuplexError`; :func:`main` prints it as one line on stderr and
 exits 2 (``--debug`` shows the traceback instead).
+
+SIGINT and SIGTERM do the same thing and exit :data:`EXIT_INTERRUPTED` (130): during a
+conversation both end it cleanly on the event loop (:class:`duplex.app.SignalStop`) and
+the session is closed; anywhere else (loading models, a replay) SIGTERM raises
+``KeyboardInterrupt`` as Ctrl-C does, and the command says ``duplex: interrupted``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from duplex.commands.parser import EXIT_USAGE, Parser
+from duplex.commands.parser import EXIT_INTERRUPTED, EXIT_USAGE, Parser
 from duplex.errors import DuplexError
 
 
@@ -70,10 +78,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, debug: bool = False) -> int:
-    """Run one command: a :class:`DuplexError` becomes one line on stderr and exit 2."""
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """For the duration of a command, SIGTERM raises ``KeyboardInterrupt`` like SIGINT
+    (a conversation replaces both with clean stops on its event loop meanwhile)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return int(func(args))
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, debug: bool = False) -> int:
+    """Run one command: a :class:`DuplexError` becomes one line on stderr and exit 2;
+    SIGINT or SIGTERM outside a conversation ``duplex: interrupted`` and exit 130."""
+    try:
+        with sigterm_as_sigint():
+            return int(func(args))
     except DuplexError as exc:
         if debug:
             raise
@@ -81,7 +109,7 @@ def guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace,
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("duplex: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from duplex.commands.common import add_config_arguments, load_cfg
+from duplex.commands.common import add_config_arguments, add_session_arguments, load_cfg
 from duplex.commands.run import converse
 
 DEMO_SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", "-o", help="session directory (default: sessions/<time>-run)")
-    p.add_argument("--no-record", action="store_true", help="do not record a session")
+    add_session_arguments(p, "sessions/<time>-run")
     add_config_arguments(p)
 
 

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
-from duplex.app import ConsolePrinter, RunResult, format_latency, make_source, run_conversation
+from duplex.app import STOP_SIGNALS, ConsolePrinter, RunResult, format_latency, make_source, run_conversation
 from duplex.audio.sink import WavSink
-from duplex.commands.common import add_config_arguments, load_all_models, load_cfg, session_dir
+from duplex.commands.common import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_config_arguments,
+    add_session_arguments,
+    load_all_models,
+    load_cfg,
+    session_dir,
+)
 from duplex.config import Config
 from duplex.errors import ConfigError
 from duplex.simuser import load_script
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", "-i", help="the user's audio (any WAV/FLAC; resampled to 16 kHz mono)")
     p.add_argument("--simulate", "-s", help="a simulated-user script (TOML)")
-    p.add_argument("--out", "-o", help="session directory to write (default: sessions/<time>-run)")
-    p.add_argument("--no-record", action="store_true", help="do not record a session")
+    add_session_arguments(p, "sessions/<time>-run")
     p.add_argument("--agent-wav", help="with --no-record: write what was played here")
     p.add_argument("--realtime", action="store_true", help="pace the input on the wall clock (live timing)")
     p.add_argument("--quiet", "-q", action="store_true", help="no transcript on stdout")
@@ -41,22 +49,42 @@ def converse(args: argparse.Namespace, cfg: Config, input_wav: str | None, simul
         make_source(input_wav, simulate, None, False)  # fail fast on a bad file, before loading models
     if simulate:
         load_script(simulate)
-    out = session_dir(args, cfg, "run")
-    models = load_all_models(cfg)
-    source = make_source(input_wav, simulate, models, realtime)
-    printer = [] if quiet else [ConsolePrinter()]
-    # With a session, the recorder writes agent.wav into it; --agent-wav is for --no-record.
-    sink = WavSink(agent_wav) if out is None and agent_wav else None
-    result = asyncio.run(run_conversation(cfg, models, source, session_dir=out, subscribers=printer, sink=sink))
-    print_summary(result, out)
-    return 0
+    with session_dir(args, cfg, "run") as out:
+        models = load_all_models(cfg)
+        source = make_source(input_wav, simulate, models, realtime)
+        printer = [] if quiet else [ConsolePrinter()]
+        # With a session, the recorder writes agent.wav into it; --agent-wav is for --no-record.
+        sink = WavSink(agent_wav) if out is None and agent_wav else None
+        result = asyncio.run(run_conversation(cfg, models, source, session_dir=out, subscribers=printer, sink=sink,
+                                              stop_signals=STOP_SIGNALS))
+    print_summary(result)
+    return report_end(out, result.incomplete, result.stopped_by)
 
 
-def print_summary(result: RunResult, out: Path | None) -> None:
+def print_summary(result: RunResult) -> None:
     st = result.stats
     print(f"\n{st.turns} agent turns, {st.barge_ins} barge-ins, {st.backchannels} user backchannels, "
           f"{st.agent_backchannels} agent backchannels")
     for lat in st.latencies:
         print(f"  turn {lat.turn}: {format_latency(lat)}")
-    if out is not None:
-        print(f"session recorded in {out}/ (mic.wav, agent.wav, events.jsonl, session.json)")
+
+
+def report_end(out: Path | None, incomplete: str | None, stopped_by: str | None) -> int:
+    """Say how a conversation ended, honestly, and return the exit status.
+
+    An incomplete session (a write failed) is one line on stderr and
+    :data:`EXIT_INCOMPLETE`, never "session recorded"; a conversation stopped by
+    SIGINT or SIGTERM is one line on stderr and :data:`EXIT_INTERRUPTED`.
+    """
+    stopped = f" (stopped by {stopped_by})" if stopped_by else ""
+    if incomplete:
+        print(f"duplex: session incomplete: {incomplete}{stopped}; what was written before it is in {out}/",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
+    recorded = f"session recorded in {out}/ (mic.wav, agent.wav, events.jsonl, session.json)" if out else ""
+    if stopped_by:
+        print(f"duplex: stopped by {stopped_by}" + (f"; {recorded}" if recorded else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if recorded:
+        print(recorded)
+    return EXIT_OK

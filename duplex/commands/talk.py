@@ -14,7 +14,17 @@ from typing import Any
 from duplex.app import make_source
 from duplex.audio.sink import PyAudioSink
 from duplex.audio.source import AudioSource, MicSource
-from duplex.commands.common import EXIT_USAGE, add_config_arguments, load_all_models, load_cfg, session_dir
+from duplex.commands.common import (
+    EXIT_USAGE,
+    add_config_arguments,
+    add_session_arguments,
+    load_all_models,
+    load_cfg,
+    session_dir,
+    session_failure,
+)
+from duplex.commands.run import report_end
+from duplex.config import Config
 from duplex.errors import AudioError
 from duplex.simuser import load_script
 from tui.cli import TuiOutcome, live_audio_available, run_tui
@@ -25,8 +35,7 @@ NO_AUDIO = "no sound card / PyAudio not available: try duplex talk --simulate ex
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--simulate", "-s", help="a simulated-user script instead of the microphone")
     p.add_argument("--input", "-i", help="a WAV instead of the microphone (paced in real time)")
-    p.add_argument("--out", "-o", help="session directory")
-    p.add_argument("--no-record", action="store_true", help="do not record a session")
+    add_session_arguments(p, "sessions/<time>-talk")
     add_config_arguments(p)
 
 
@@ -41,7 +50,16 @@ def run(args: argparse.Namespace, pyaudio_module: Any = None) -> int:
         make_source(wav, simulate, None, True)  # a bad file or both flags fail here, before the models load
     elif simulate:
         load_script(simulate)  # a missing or invalid script fails here too
-    out = session_dir(args, cfg, "talk")
+    with session_dir(args, cfg, "talk") as out:
+        code = converse(cfg, out, live, wav, simulate, pyaudio_module)
+    if code != 0 or out is None or not (out / "session.json").exists():
+        return code
+    return report_end(out, session_failure(out), None)
+
+
+def converse(cfg: Config, out: Path | None, live: bool, wav: str | None, simulate: str | None,
+             pyaudio_module: Any) -> int:
+    """Load the models and hold the conversation in the terminal UI."""
     models = load_all_models(cfg)
     sink = None
     source: AudioSource
@@ -55,11 +73,8 @@ def run(args: argparse.Namespace, pyaudio_module: Any = None) -> int:
         title = "duplex talk (microphone)"
     else:
         source = make_source(wav, simulate, models, realtime=True)
-        title = f"duplex talk --{'simulate' if simulate else 'input'} {Path(simulate or wav).name}"
-    code = tui_exit(run_tui(cfg, models, source, out, title, sink=sink))
-    if out is not None and out.exists():
-        print(f"session recorded in {out}/ (mic.wav, agent.wav, events.jsonl, session.json)")
-    return code
+        title = f"duplex talk --{'simulate' if simulate else 'input'} {Path(simulate or wav or '').name}"
+    return tui_exit(run_tui(cfg, models, source, out, title, sink=sink))
 
 
 def tui_exit(outcome: TuiOutcome) -> int:
