@@ -339,6 +339,15 @@ def _words(segments: list) -> list[str]:
     return " ".join(s.text.strip() for s in segments).split()
 
 
+PARTIALS_SECOND_PASS = True
+"""Whether pocketsphinx runs its second search pass at the end of each run. Its streaming
+partials are the same either way; what changes is the partial the listener keeps after the
+run, which the turn predictor reads until the next run starts and was trained on with the
+second pass. The pass costs 0.2-1.9 s per utterance holding the GIL (the event loop stalls
+that long); without it the predictor's end-of-turn p50 moved from 861 to 263 ms in
+benchmarks/latency.py. Kept on until the predictor is re-evaluated without it."""
+
+
 @dataclass
 class _Speculation:
     """A final decoded ahead of time from the first ``samples`` of the utterance."""
@@ -385,8 +394,8 @@ class WhisperFinalsASR:
         as the partial after the run, so the policies see the words they were trained on)."""
 
     @classmethod
-    def from_config(cls, cfg: ASRConfig) -> WhisperFinalsASR:
-        asr = cls(WhisperASR(cfg), PocketSphinxASR(fwdflat=False))
+    def from_config(cls, cfg: ASRConfig, second_pass: bool = PARTIALS_SECOND_PASS) -> WhisperFinalsASR:
+        asr = cls(WhisperASR(cfg), PocketSphinxASR(fwdflat=second_pass))
         asr.warmup()
         return asr
 
@@ -432,7 +441,6 @@ class WhisperFinalsASR:
         return self.partials.partial()
 
     def finish(self) -> str:
-        self.partials_final = self.partials.finish()
         spec, self._spec = self._spec, None
         t0 = PerfTimer.now()
         if spec is not None and not spec.future.cancelled():
@@ -440,6 +448,8 @@ class WhisperFinalsASR:
             fut = spec.future
         else:
             fut = self._pool.submit(self._decode, self._audio())
+        # While Whisper decodes on its thread (CTranslate2 releases the GIL).
+        self.partials_final = self.partials.finish()
         text, self.last_final_compute = fut.result()
         self.last_final_wait = PerfTimer.now() - t0
         self._chunks, self._samples = [], 0
