@@ -245,3 +245,90 @@ def test_sigterm_to_a_real_duplex_process(tmp_path, long_wav):
     err = [ln for ln in stderr.splitlines() if ln.strip()]
     assert err and err[0].startswith("duplex: loading models"), err  # (and any library warnings)
     assert_stopped_cleanly(p.returncode, err, d, signal.SIGTERM)
+
+
+def test_a_second_signal_cancels_at_once_and_still_closes_the_session(capsys, caplog, tmp_path, loaded, long_wav):
+    """Two signals in a row (Ctrl-C pressed twice, or SIGTERM then SIGINT): the second
+    does not wait for the engine to end; the session is still closed and readable."""
+    d = tmp_path / "s"
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        mic = d / "mic.wav"
+        while time.monotonic() < deadline:
+            if (d / "session.json").exists() and mic.exists() and mic.stat().st_size >= 44 + 32000:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    rc, err, _ = run_cli(capsys, ["run", "--input", str(long_wav), "--realtime", "--out", str(d),
+                                  "--policy", "rules", "-q"])
+    watcher.join(timeout=1)
+    assert rc == EXIT_INTERRUPTED, (rc, err)
+    assert err[-1].startswith(f"duplex: stopped by SIGTERM; session recorded in {d}/"), err
+    assert "did not end by itself; cancelling it" in caplog.text  # the second signal forced it
+    s = load_session(d)
+    assert s.complete and not s.warnings and 1.0 <= s.duration < 20
+
+
+# --- replay: --out checked like run's, an incomplete session said so --------------------
+
+
+def _recorded_session(d: Path, cfg, frames: int = 50, fail_after: int | None = None, monkeypatch=None) -> Path:
+    """A session of ``frames`` quiet frames written by the real Recorder; with
+    ``fail_after``, mic.wav's writes fail from that frame on (a full disk)."""
+    from duplex.audio import FRAME_SAMPLES
+    from duplex.audio.wav import IncrementalWav
+    from duplex.events import Notice
+    from duplex.session.recorder import Recorder
+
+    if fail_after is not None:
+        real_write = IncrementalWav.write
+        n = {"mic": 0}
+
+        def write(self, audio):
+            if self.path.name == "mic.wav":
+                n["mic"] += 1
+                if n["mic"] > fail_after:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            real_write(self, audio)
+
+        monkeypatch.setattr(IncrementalWav, "write", write)
+    rec = Recorder(d, cfg, source="test")
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        t = i * FRAME_SAMPLES / 16000
+        rec.on_audio(t, (0.001 * rng.standard_normal(FRAME_SAMPLES)).astype(np.float32),
+                     np.zeros(FRAME_SAMPLES, np.float32))
+        rec.on_event(Notice(t, message=f"frame {i}"))
+    rec.close()
+    if fail_after is not None:
+        monkeypatch.undo()
+    return d
+
+
+@pytest.mark.parametrize("where", ["itself", "a file"])
+def test_replay_out_is_checked_before_models_load(capsys, tmp_path, cfg, where):
+    s = _recorded_session(tmp_path / "s", cfg)
+    before = (s / "mic.wav").read_bytes()
+    out = s if where == "itself" else tmp_path / "f.txt"
+    if where == "a file":
+        out.write_text("x")
+    assert_refused(capsys, ["replay", str(s), "--out", str(out)],
+                   "already holds a session" if where == "itself" else "not a directory")
+    assert (s / "mic.wav").read_bytes() == before
+
+
+def test_replay_of_an_incomplete_session_says_so_and_records_honestly(capsys, tmp_path, cfg, loaded, monkeypatch):
+    s = _recorded_session(tmp_path / "s", cfg, fail_after=30, monkeypatch=monkeypatch)
+    out = tmp_path / "again"
+    rc, err, stdout = run_cli(capsys, ["replay", str(s), "--out", str(out)])
+    assert rc == 0, (rc, err)
+    notes = [ln for ln in err if "incomplete" in ln]
+    assert len(notes) == 1 and notes[0].startswith("duplex: note: the session is incomplete: ") \
+        and "No space left on device" in notes[0], err
+    assert f"session recorded in {out}/" in stdout
+    assert load_session(out).complete

@@ -92,9 +92,9 @@ def load_all_models(cfg: Config, models: Models | None = None) -> Models:
 
 
 @contextlib.contextmanager
-def session_dir(args: argparse.Namespace, cfg: Config, label: str) -> Iterator[Path | None]:
-    """The directory to record into: ``--out``, or a fresh timestamped one under
-    ``recording.dir``, or None (``--no-record``).
+def session_dir(args: argparse.Namespace, cfg: Config, label: str, *, fresh: bool = True) -> Iterator[Path | None]:
+    """The directory to record into: ``--out``, or (``fresh``) a new timestamped one
+    under ``recording.dir``, or None (``--no-record``).
 
     Checked and created on entry, before any model loads: a file, a directory that
     already holds a session (unless ``--force``) or a place that cannot be written is a
@@ -105,7 +105,7 @@ def session_dir(args: argparse.Namespace, cfg: Config, label: str) -> Iterator[P
     out = getattr(args, "out", None)
     if out:
         path = Path(out)
-    elif cfg.recording.enabled:
+    elif fresh and cfg.recording.enabled:
         path = new_session_dir(cfg.recording.dir, label)
     else:
         yield None

@@ -13,19 +13,24 @@ from typing import Any
 from duplex.app import ConsolePrinter
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.clock import PerfTimer
+from duplex.config import Config
 from duplex.commands.common import (
     EXIT_DIFFERENT,
+    EXIT_OK,
     add_config_arguments,
     load_all_models,
     note,
     overrides,
+    session_dir,
+    session_failure,
     write_json,
 )
+from duplex.commands.run import report_end
 from duplex.commands.talk import tui_exit
 from duplex.session.recorder import model_identities
 from duplex.session.replay import ReplaySource, recorded_commands, replay, session_config, was_lockstep
 from duplex.session.report import build_report, compare_decisions, decision_lines
-from duplex.session.store import load_session
+from duplex.session.store import Session, load_session
 from duplex.stages.factory import Models
 from tui.cli import run_tui
 
@@ -37,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true", help="exit 1 if decisions differ from the recording")
     p.add_argument("--json", help="write the interruption report here")
     p.add_argument("--out", "-o", help="record the replay as a new session here")
+    p.add_argument("--force", action="store_true", help="with --out: record over a session already there")
     p.add_argument("--tui", action="store_true", help="watch the replay in the terminal UI")
     add_config_arguments(p)
 
@@ -46,12 +52,24 @@ def run(args: argparse.Namespace, models: Models | None = None) -> int:
     session = load_session(args.session)
     for w in session.warnings:
         note(w)
+    if not session.complete:
+        why = session.meta.get("failed") or "it did not close (the recording process was killed or crashed)"
+        note(f"the session is incomplete: {why}; it replays up to where the recording stops")
     cfg = session_config(session, args.config, overrides(args))
     changed = model_changes(session.meta.get("models") or {}, model_identities(cfg))
     if changed:
         note("models differ from the recording (" + "; ".join(changed) + "): decisions may differ")
-    out = Path(args.out) if args.out else None
+    with session_dir(args, cfg, "replay", fresh=False) as out:
+        status = replay_into(args, session, cfg, models, out)
+    if out is None or status not in (EXIT_OK, EXIT_DIFFERENT):
+        return status
+    recorded = report_end(out, session_failure(out), None)
+    return recorded or status
 
+
+def replay_into(args: argparse.Namespace, session: Session, cfg: Config, models: Models | None,
+                out: Path | None) -> int:
+    """Load the models and replay ``session`` (into ``out`` if given); the report on stdout."""
     if args.tui:
         m = load_all_models(cfg, models)
         source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames),
@@ -95,8 +113,6 @@ def run(args: argparse.Namespace, models: Models | None = None) -> int:
             "recorded_report": build_report(session.events).to_dict(),
             "compare": {"identical": not diff, "diff": diff} if args.compare else None,
         }, args.json)
-    if out is not None:
-        print(f"replay recorded in {out}/")
     return status
 
 
