@@ -298,13 +298,14 @@ async def run_conversation(
             task.uncancel()
         stats = engine.stats
     finally:
-        if stop is not None:
-            stop.uninstall()
         if recorder is not None:
             recorder.close(summary={"turns": engine.stats.turns, "barge_ins": engine.stats.barge_ins,
                                     "backchannels": engine.stats.backchannels})
         close = getattr(sink, "close", None)
         if close is not None:
             close()
+        if stop is not None:
+            # Last: a signal while the files close only marks the loop, it cannot cut the close.
+            stop.uninstall()
     return RunResult(stats, session_dir, events, stopped_by=stop.stopped_by if stop is not None else None,
                      incomplete=recorder.failed if recorder is not None else None)

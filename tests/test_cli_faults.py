@@ -163,6 +163,14 @@ def long_wav(tmp_path_factory) -> Path:
     return p
 
 
+def test_a_whole_session_is_reported_recorded(capsys, tmp_path, loaded):
+    d = tmp_path / "s"
+    rc, err, out = run_cli(capsys, ["run", "--input", str(GOFORWARD), "--out", str(d), "--policy", "rules", "-q"])
+    assert rc == 0 and len(err) == 1 and err[0].startswith("duplex: loading models"), (rc, err)
+    assert f"session recorded in {d}/" in out
+    assert load_session(d).complete
+
+
 def test_disk_full_while_recording_says_incomplete_and_exits_1(capsys, tmp_path, loaded, monkeypatch):
     from duplex.audio.wav import IncrementalWav
 
