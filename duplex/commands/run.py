@@ -1,4 +1,10 @@
-"""``duplex run``: one conversation, headless, from a WAV or a scripted user."""
+"""``duplex run``: one conversation, headless, from a WAV or a scripted user.
+
+Exit status: 0 the conversation ran (and its session was recorded whole); 1 the session
+is incomplete (a write failed, e.g. a full disk: what was written before is kept);
+2 bad input (refused before the models load); 130 stopped by SIGINT or SIGTERM (the
+session is closed and readable).
+"""
 
 from __future__ import annotations
 
