@@ -62,6 +62,10 @@ int8, one thread: 120 vs 640 ms p50 on the real clips, WER identical on every on
 benchmarks/asr.py). Shorter windows make Whisper repeat itself on short clips ("go forward
 10 meters" x 6 with a 4 s window), which is what the 8 s floor and the repetition check
 guard against."""
+NO_SPEECH_PROB = 0.6
+NO_SPEECH_LOGPROB = -1.0
+"""A final is empty when Whisper's no-speech probability is above 0.6 and its mean token
+log-probability below -1 (faster-whisper's defaults for the same test)."""
 SHORT_WINDOW_MAX_S = 28.0
 """Audio longer than this is decoded over the full 30 s window."""
 _REPEAT = re.compile(r"(\b.{6,}?)(?:\s*\1){2,}", re.IGNORECASE)
@@ -271,11 +275,17 @@ class WhisperASR:
             res = self._model.model.generate(
                 enc, [[*tok.sot_sequence, tok.no_timestamps]], beam_size=self.cfg.beam_size, max_length=224,
                 suppress_blank=True, suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
+                return_scores=True, return_no_speech_prob=True,
             )[0]
         except (RuntimeError, ValueError) as exc:
             raise ASRError(f"faster-whisper failed to decode: {exc}") from exc
         self.decodes += 1
         ids = [t for t in res.sequences_ids[0] if t < tok.eot]
+        # faster-whisper's own rule for a silent segment: Whisper says "no speech" and does
+        # not believe its words either (what it writes on a cough or a breath is its
+        # training set's subtitles: "Thanks for watching", "ご視聴ありがとうございました").
+        if res.no_speech_prob > NO_SPEECH_PROB and res.scores[0] < NO_SPEECH_LOGPROB:
+            return "", language, float(prob)
         text = tok.decode(ids).strip()
         if len(ids) >= 220 or _REPEAT.search(text):
             log.debug("whisper short window repeated itself (%r); decoding the full window", text[:80])
