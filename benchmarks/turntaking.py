@@ -13,7 +13,7 @@ on
 
 * ``real``: every case :mod:`policies.realcases` builds from ``../shared/realaudio``
   (13 recordings of real people; validation only, never training), summarised overall
-  and per source, with the end-of-turn decision-budget curve (false cut-offs at a
+  and per source, with each policy's end-of-turn operating curve (false cut-offs at a
   300 ms budget, the delay at which false cut-offs fall to 5 %);
 * ``generated-test``: the generator's held-out ``test`` split (voices and a fifth of the
   sentences never seen in training; built by :mod:`policies.data` if missing).
@@ -39,25 +39,26 @@ from policies import data as gen  # noqa: E402
 from policies import make_policy, realcases  # noqa: E402
 from policies.eval import (  # noqa: E402
     POLICIES,
-    budget_policy,
-    eot_budget_curve,
+    eot_curve,
     evaluate,
-    format_budget,
+    format_curve,
     format_sources,
     format_table,
     make_named_policy,
+    operating_policy,
 )
 from policies.harness import list_cases  # noqa: E402
-from policies.predictor import DecisionParams, PredictorPolicy  # noqa: E402
+from policies.predictor import DecisionParams, PredictorPolicy, _logit  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "turntaking.json"
 
 
-def v1_policy(weights: str = "", min_silence_ms: int | None = None) -> TurnPolicy:
-    pol = PredictorPolicy(PredictorConfig(weights=weights))
+def v1_policy(threshold: float | None = None) -> TurnPolicy:
+    """The shipped weights with v1's decisions (its end-of-turn threshold, or ``threshold``)."""
+    pol = PredictorPolicy(PredictorConfig(), text_eou=False)
     params = DecisionParams.v1(pol.meta)
-    if min_silence_ms is not None:
-        params = replace(params, min_silence_s=min_silence_ms / 1000)
+    if threshold is not None:
+        params = replace(params, eot_threshold=_logit(threshold) + params.eot_bias)
     pol.params = params
     pol.name = "predictor-v1"
     return pol
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", nargs="*", default=["real", "generated-test"], choices=["real", "generated-test"])
     ap.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                     help="also evaluate the predictor with these weights, as column predictor[NAME]")
-    ap.add_argument("--no-curve", action="store_true", help="skip the end-of-turn budget sweep")
+    ap.add_argument("--no-curve", action="store_true", help="skip the end-of-turn operating-point sweep")
     a = ap.parse_args(argv)
     extra: dict[str, str] = {}
     for spec in a.weights:
@@ -78,15 +79,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--weights wants NAME=PATH to a predictor.pt, got {spec!r}")
         extra[f"predictor[{name}]"] = path
 
-    def build(name: str, budget_ms: int | None = None) -> TurnPolicy:
+    def build(name: str, value: float | None = None) -> TurnPolicy:
         if name == "predictor-v1":
-            return v1_policy(min_silence_ms=budget_ms)
+            return v1_policy(value)
         if name in extra:
             pc = PredictorConfig(weights=extra[name])
-            if budget_ms is not None:
-                pc = replace(pc, end_of_turn_min_silence_ms=budget_ms)
+            if value is not None:
+                pc = replace(pc, end_of_turn_threshold=float(value))
             return make_policy(PolicyConfig(name="predictor", predictor=pc))
-        return make_named_policy(name) if budget_ms is None else budget_policy(name, budget_ms)
+        return make_named_policy(name) if value is None else operating_policy(name, value)
 
     names = ["predictor", "predictor-v1", *extra, *(n for n in POLICIES if n != "predictor")]
     sets: dict[str, Path] = {}
@@ -104,18 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         wavs = list_cases(d)
         report = evaluate(wavs, {n: build(n) for n in names}, per_source=set_name == "real")
         if set_name == "real" and not a.no_curve:
-            report["eot_budget"] = {n: eot_budget_curve(wavs, n, build) for n in names}
+            report["eot_curve"] = {n: eot_curve(wavs, n, build, "predictor" if n.startswith("predictor") else n)
+                                   for n in names}
         out[set_name] = report
         print(f"\n## {set_name}: {report['cases']} cases ({d})\n")
         print(format_table(report))
         if "per_source" in report:
             print(f"\n### {set_name}, per source\n")
             print(format_sources(report))
-        if "eot_budget" in report:
-            print(f"\n### {set_name}, end-of-turn decision budget\n")
-            print(format_budget(report))
+        if "eot_curve" in report:
+            print(f"\n### {set_name}, end of turn across operating points\n")
+            print(format_curve(report))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {k: {key: v[key] for key in ("cases", "policies", "per_source", "eot_budget") if key in v} for k, v in out.items()}
+    summary = {k: {key: v[key] for key in ("cases", "policies", "per_source", "eot_curve") if key in v} for k, v in out.items()}
     a.out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"\nwrote {a.out}")
     return 0

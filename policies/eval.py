@@ -1,6 +1,6 @@
 """Evaluate turn-taking policies side by side on interchange cases.
 
-``duplex eval-policy CASES_DIR [--policy NAME ...] [--per-source] [--budget-curve] [--json OUT]``
+``duplex eval-policy CASES_DIR [--policy NAME ...] [--per-source] [--eot-curve] [--json OUT]``
 (:mod:`duplex.commands.eval_policy` parses and prints; this module evaluates). Every case (``NAME.wav`` stereo: channel 0 agent playback,
 channel 1 microphone; ``NAME.tsv``: ``start_s end_s label``) goes through the engine's
 own listener once (cached), then through each policy (:mod:`policies.harness`).
@@ -240,55 +240,62 @@ def evaluate(
     return report
 
 
-# --- end-of-turn decision budget: the turn-detector benchmarks' two numbers -----------------
+# --- end-of-turn operating curve: the turn-detector benchmarks' two numbers ------------------
 
-BUDGETS_MS = (0, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
-"""Decision budgets swept: the silence after which a policy may end the turn at the earliest."""
+OPERATING_POINTS: dict[str, tuple[str, tuple[float, ...]]] = {
+    # The knob that trades premature cut-offs for delay, and the values swept.
+    "rules": ("rules.end_of_turn_silence_ms", (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)),
+    "smart-turn": ("rules.smart_turn_trigger_ms", (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)),
+    # The fused evidence's threshold, as a probability (0 means the shipped one).
+    "predictor": ("predictor.end_of_turn_threshold",
+                  (0.5, 0.73, 0.88, 0.95, 0.982, 0.9933, 0.9975, 0.9991, 0.99966, 0.99988)),
+}
+"""Per policy: the config key that sets its end-of-turn operating point and the values swept."""
 
 
-def budget_knob(name: str) -> str | None:
-    """The config key that sets a policy's decision budget (None: the policy has none)."""
-    return {"rules": "rules.end_of_turn_silence_ms", "smart-turn": "rules.smart_turn_trigger_ms",
-            "predictor": "predictor.end_of_turn_min_silence_ms"}.get(name)
+def operating_policy(name: str, value: float) -> TurnPolicy:
+    """Policy ``name`` (a registry name) at one operating point of its end-of-turn knob."""
+    if name not in OPERATING_POINTS:
+        raise PolicyError(f"policy {name!r} has no end-of-turn knob to sweep")
+    section, key = OPERATING_POINTS[name][0].split(".")
+    cfg = PolicyConfig(name=name)  # type: ignore[arg-type]
+    field_type = type(getattr(getattr(cfg, section), key))
+    cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: field_type(value)})})
+    return make_policy(cfg)
 
 
-def eot_budget_curve(cases: Sequence[Path], name: str, build: Callable[[str, int], TurnPolicy] | None = None,
-                     budgets: Sequence[int] = BUDGETS_MS) -> dict:
-    """Premature cut-offs and delay as the end-of-turn decision budget grows.
+def eot_curve(cases: Sequence[Path], name: str, build: Callable[[str, float], TurnPolicy] | None = None,
+              kind: str | None = None) -> dict:
+    """Premature cut-offs against delay across a policy's end-of-turn operating points.
 
-    Only cases with user-turn labels are run. Returns the curve plus the two numbers
-    turn-detector benchmarks quote: the false cut-off rate at a 300 ms budget and the
-    smallest p50 delay at which false cut-offs are at most 5 %.
+    ``kind`` names the registry policy whose knob is swept (default ``name``; a column with
+    other weights is a ``predictor``). Only cases with user-turn labels are run. Returns the
+    curve and the two numbers
+    turn-detector benchmarks quote: the false cut-off rate of the operating point that
+    answers within a 300 ms budget (the slowest whose p50 delay is at most 300 ms; None if
+    none is that fast) and the smallest p50 delay at which false cut-offs are at most 5 %
+    (None if no operating point gets there).
     """
-    build = build or budget_policy
+    build = build or operating_policy
+    knob, values = OPERATING_POINTS[kind or name]
     prepared = []
     for wav in cases:
         case = load_case(wav)
         if any(e.label in USER_LABELS for e in case.events):
             prepared.append((case, runner_for(wav, case)))
     curve = []
-    for ms in budgets:
-        pol = build(name, ms)
-        scores = [score_case(case.events, runner.run(pol)) for case, runner in prepared]
-        m = summarise(scores, np.zeros(0))
-        curve.append({"budget_ms": ms, "false_cutoff_rate": m["eot_premature_rate"], "eot_missed_rate": m["eot_missed_rate"],
+    for v in values:
+        pol = build(name, v)
+        m = summarise([score_case(case.events, runner.run(pol)) for case, runner in prepared], np.zeros(0))
+        curve.append({"value": v, "false_cutoff_rate": m["eot_premature_rate"], "eot_missed_rate": m["eot_missed_rate"],
                       "eot_delay_ms_p50": m["eot_delay_ms_p50"]})
-    at300 = next((c["false_cutoff_rate"] for c in curve if c["budget_ms"] == 300), None)
+    fast = [c for c in curve if c["eot_delay_ms_p50"] is not None and c["eot_delay_ms_p50"] <= 300]
+    at300 = max(fast, key=lambda c: c["eot_delay_ms_p50"])["false_cutoff_rate"] if fast else None
     ok = [c["eot_delay_ms_p50"] for c in curve
           if c["false_cutoff_rate"] is not None and c["false_cutoff_rate"] <= 0.05 and c["eot_delay_ms_p50"] is not None]
-    return {"curve": curve, "false_cutoff_at_300ms": at300, "delay_ms_at_5pct_false_cutoff": min(ok) if ok else None,
+    return {"knob": knob, "curve": curve,
+            "false_cutoff_at_300ms": at300, "delay_ms_at_5pct_false_cutoff": min(ok) if ok else None,
             "cases": len(prepared)}
-
-
-def budget_policy(name: str, ms: int) -> TurnPolicy:
-    """Policy ``name`` with its end-of-turn decision budget set to ``ms``."""
-    cfg = PolicyConfig(name=name)  # type: ignore[arg-type]
-    knob = budget_knob(name)
-    if knob is None:
-        raise PolicyError(f"policy {name!r} has no end-of-turn decision budget to sweep")
-    section, key = knob.split(".")
-    cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: ms})})
-    return make_policy(cfg)
 
 
 def runner_for(wav: Path, case: Case) -> CaseRunner:
@@ -383,8 +390,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the full report (summary, per source, per case) here")
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases")
     ap.add_argument("--per-source", action="store_true", help="also print a table per source")
-    ap.add_argument("--budget-curve", action="store_true",
-                    help="sweep the end-of-turn decision budget (false cut-offs at 300 ms, delay at 5 %%)")
+    ap.add_argument("--eot-curve", action="store_true",
+                    help="sweep each policy's end-of-turn operating point (false cut-offs at a 300 ms budget, delay at 5 %%)")
 
 
 def run(a: argparse.Namespace, progress: bool = True) -> dict:
@@ -405,21 +412,22 @@ def run(a: argparse.Namespace, progress: bool = True) -> dict:
         policies[label] = make_policy(PolicyConfig(name="predictor", predictor=PredictorConfig(weights=path)))
     report = evaluate(wavs, policies, progress=progress)
     report["cases_dir"] = str(a.cases)
-    if a.budget_curve:
-        def build(name: str, ms: int) -> TurnPolicy:
+    if a.eot_curve:
+        def build(name: str, value: float) -> TurnPolicy:
             if name in extra:
-                pc = replace(PredictorConfig(weights=extra[name]), end_of_turn_min_silence_ms=ms)
+                pc = replace(PredictorConfig(weights=extra[name]), end_of_turn_threshold=float(value))
                 return make_policy(PolicyConfig(name="predictor", predictor=pc))
-            return budget_policy(name, ms)
+            return operating_policy(name, value)
 
-        report["eot_budget"] = {n: eot_budget_curve(wavs, n, build) for n in policies}
+        report["eot_curve"] = {n: eot_curve(wavs, n, build, "predictor" if n in extra else n)
+                               for n in policies if n in OPERATING_POINTS or n in extra}
     return report
 
 
-def format_budget(report: dict) -> str:
-    rows = ["| policy | false cut-offs at 300 ms budget | delay p50 where false cut-offs <= 5 % |", "| --- | ---: | ---: |"]
-    for n, b in report.get("eot_budget", {}).items():
+def format_curve(report: dict) -> str:
+    rows = ["| policy | false cut-offs at a 300 ms budget | delay p50 where false cut-offs <= 5 % |", "| --- | ---: | ---: |"]
+    for n, b in report.get("eot_curve", {}).items():
         f300 = b["false_cutoff_at_300ms"]
         d5 = b["delay_ms_at_5pct_false_cutoff"]
-        rows.append(f"| {n} | {'n/a' if f300 is None else f'{100 * f300:.0f} %'} | {'not reached' if d5 is None else f'{d5:.0f} ms'} |")
+        rows.append(f"| {n} | {'never that fast' if f300 is None else f'{100 * f300:.0f} %'} | {'not reached' if d5 is None else f'{d5:.0f} ms'} |")
     return "\n".join(rows)

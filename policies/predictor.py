@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import deque
 import logging
 import math
 from dataclasses import dataclass, fields, replace
@@ -49,11 +50,9 @@ from policies.features import CONTINUATION_WORDS, FEATURE_NAMES, Featurizer
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "predictor.pt"
-REARM_SILENCE_S = 0.5
-"""After a barge-in, the next one needs a new user sound after this much silence..."""
 REARM_FRAMES = 10
-"""...or this many frames without the user's voice (with a loud echo the VAD never goes
-silent while the agent talks)."""
+"""After a barge-in, the next one needs a new user sound: this many frames without the
+user's voice first (with a loud echo the VAD never goes quiet while the agent talks)."""
 PLAYBACK_SILENT_DB = -60.0
 EOT_FRAMES = 2
 """Consecutive silent frames at or above the end-of-turn threshold before the turn ends."""
@@ -64,8 +63,14 @@ the echo the agent's playback would leave (the running echo-return estimate)."""
 ECHO_ONLY_PROB = 0.9
 """The model's ``p(continue)`` above which a frame is taken as the agent's echo alone."""
 ERL_INIT_DB = -20.0
+ECHO_SPAN_FRAMES = 8
+"""Frames (256 ms) of playback an echo may still be sounding from (delay plus reverberation)."""
 """Echo return (mic minus playback, dB) assumed until frames of the agent alone measure it."""
 SOUND_END_S = 0.25
+"""A user sound under the agent is over after this long without the user's voice."""
+SHORT_BARGE_MIN_S = 0.15
+"""A sound that ends before any commit rule fired is still a barge-in ("stop", "no, wait")
+if at least this much of it was the user's own voice."""
 """A user sound during agent speech is over after this much silence (then it is classified)."""
 AGENT_PROBS = ("continue", "backchannel", "barge_in")
 USER_PROBS = ("hold", "end_of_turn", "backchannel_opportunity")
@@ -84,6 +89,12 @@ class DecisionParams:
     content_words: int = 2
     stop_word_run_s: float = 0.4
     backchannel_prob: float = 0.35
+    near_end_gate: bool = True
+    """Count only frames that are the user's voice, not the agent's echo (v1 counted any)."""
+    bc_veto_prob: float = 0.8
+    """While the model rates the sound a backchannel this surely, its words (often a
+    recogniser's guess at a murmur: "mm-hmm" heard as "an eye on") neither pause nor
+    commit; only its length can."""
     bco_prob: float = 0.6
     # End of turn: z = b + w_model*logit(p_eot) + w_text*logit(p_text) + w_cont*cont + w_sil*silence
     eot_bias: float = -3.0
@@ -106,14 +117,16 @@ class DecisionParams:
         never = 1e9
         return cls(pause_prob=2.0, commit_prob=float(thr["barge_in"]), commit_min_run_s=0.0, commit_run_s=never,
                    bc_commit_run_s=never, content_words=10**6, stop_word_run_s=never,
-                   backchannel_prob=float(thr["backchannel"]), eot_bias=-_logit(float(thr["end_of_turn"])),
+                   backchannel_prob=float(thr["backchannel"]), bc_veto_prob=2.0, near_end_gate=False, eot_bias=-_logit(float(thr["end_of_turn"])),
                    eot_w_model=1.0, eot_w_text=0.0, eot_w_cont=0.0, eot_w_silence=0.0, eot_threshold=0.0,
                    min_silence_s=float(thr.get("end_of_turn_min_silence_ms", 0)) / 1000)
 
     @classmethod
     def from_meta(cls, meta: dict) -> DecisionParams:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) if k != "content_words" else int(v) for k, v in meta.get("decision", {}).items() if k in known})
+        types = {f.name: f.type for f in fields(cls)}
+        cast = {"int": int, "bool": bool}
+        return cls(**{k: cast.get(str(types[k]), float)(v) for k, v in meta.get("decision", {}).items() if k in known})
 
 
 def _is_backchannel(word: str) -> bool:
@@ -235,6 +248,7 @@ class PredictorPolicy:
         self._runs: list[str] = []
         self._cur = ""
         self._erl = ERL_INIT_DB
+        self._play_hist: deque[float] = deque(maxlen=ECHO_SPAN_FRAMES)
         self._near = 0.0
         self._far_frames = 0
 
@@ -286,44 +300,50 @@ class PredictorPolicy:
         headphones the echo return is the noise floor and every voiced frame counts; on an
         open speaker the echo alone does not.
         """
-        play = level_db(x.playback)
-        if play < PLAYBACK_SILENT_DB:
+        # The loudest playback of the echo path's span: a reverberant, delayed echo still
+        # sounds after the syllable that made it.
+        self._play_hist.append(level_db(x.playback))
+        play = max(self._play_hist)
+        if not self.params.near_end_gate:
             return x.user_speaking
+        voiced = x.user_speaking and x.vad >= 0.5  # not the VAD's hangover
+        if play < PLAYBACK_SILENT_DB:
+            return voiced
         mic = level_db(x.mic)
         if (not x.user_speaking and x.vad < 0.3) or p["continue"] >= ECHO_ONLY_PROB:
             self._erl = max(self._erl - 0.05, 0.9 * self._erl + 0.1 * (mic - play))
             return False
-        return x.user_speaking and (mic - play > self._erl + NEAR_END_MARGIN_DB or p["barge_in"] >= self.params.pause_prob)
+        return voiced and (mic - play > self._erl + NEAR_END_MARGIN_DB or p["barge_in"] >= self.params.pause_prob)
 
     def _commit(self, x: PolicyInput, p: dict[str, float], content: int, bc_only: bool) -> bool:
         d = self.params
         run = self._near
         if run >= d.stop_word_run_s and has_stop_word(x.partial):
             return True
-        if run >= d.commit_min_run_s and (content >= d.content_words or p["barge_in"] >= d.commit_prob):
+        vetoed = p["backchannel"] >= d.bc_veto_prob
+        if run >= d.commit_min_run_s and ((content >= d.content_words and not vetoed) or p["barge_in"] >= d.commit_prob):
             return True
         return run >= (d.bc_commit_run_s if bc_only else d.commit_run_s)
 
     def _agent_turn(self, x: PolicyInput, p: dict[str, float]) -> Decision | None:
         d = self.params
         near = self._near_end(x, p)
-        sounding = x.user_speaking or x.silence < SOUND_END_S
         self._far_frames = 0 if near else self._far_frames + 1
         if self._latched:
-            # One barge-in per user sound: re-armed by silence, or by a stretch with no
-            # near-end frame (a VAD kept on by the agent's own echo never goes silent).
-            if (x.silence >= REARM_SILENCE_S and not x.user_speaking) or self._far_frames >= REARM_FRAMES:
+            # One barge-in per user sound: re-armed once the user's voice has been gone a
+            # while (the VAD alone may never go quiet: a loud echo keeps it on).
+            if self._far_frames >= REARM_FRAMES:
                 self._latched = False
                 self._near = 0.0
             return None
-        if x.user_speaking:
-            if near:
-                self._near += FRAME_S
-            if self._near <= 0.0:
-                return None  # echo or noise so far: nothing of the user's yet
+        if near:
+            self._near += FRAME_S
             self._sound = True
             self._bc_peak = max(self._bc_peak, p["backchannel"])
             self._b_peak = max(self._b_peak, p["barge_in"])
+        if not self._sound:
+            return None  # echo or noise so far: nothing of the user's yet
+        if self._far_frames * FRAME_S < SOUND_END_S:
             ws = words(x.partial)
             bc_only = bool(ws) and all(_is_backchannel(w) for w in ws)
             content = sum(1 for w in ws if not _is_backchannel(w))
@@ -332,28 +352,24 @@ class PredictorPolicy:
                 self._sound = False
                 self._bc_peak = self._b_peak = 0.0
                 return Decision.BARGE_IN
-            unsure = p["barge_in"] >= d.pause_prob or content > 0
+            unsure = p["barge_in"] >= d.pause_prob or (content > 0 and p["backchannel"] < d.bc_veto_prob)
             if not x.agent_paused and self._near >= d.pause_run_s and unsure and not bc_only:
                 return Decision.PAUSE
             return None
-        if self._far_frames >= REARM_FRAMES:
-            self._near = 0.0
-        if self._sound and not sounding:
-            # The sound ended before the evidence was clear: a short "stop" or "no, wait" is
-            # still a barge-in; anything else a backchannel (resuming a paused agent) or noise.
-            self._sound = False
-            self._near = 0.0
-            peak, self._bc_peak = self._bc_peak, 0.0
-            b_peak, self._b_peak = self._b_peak, 0.0
-            ws = words(x.partial)
-            content = sum(1 for w in ws if not _is_backchannel(w))
-            if has_stop_word(x.partial) or (content > 0 and b_peak >= d.pause_prob):
-                self._latched = True
-                return Decision.BARGE_IN
-            if x.agent_paused or peak >= d.backchannel_prob or ws:
-                return Decision.BACKCHANNEL  # also resumes a paused agent from the same sample
-            return Decision.CONTINUE
-        return None
+        # The user's voice ended before the evidence was clear: a short "stop" or "no, wait"
+        # is still a barge-in; anything else a backchannel (resuming a paused agent) or noise.
+        self._sound = False
+        near_s, self._near = self._near, 0.0
+        peak, self._bc_peak = self._bc_peak, 0.0
+        b_peak, self._b_peak = self._b_peak, 0.0
+        ws = words(x.partial)
+        content = sum(1 for w in ws if not _is_backchannel(w))
+        if near_s >= SHORT_BARGE_MIN_S and (has_stop_word(x.partial) or (content > 0 and b_peak >= d.pause_prob)):
+            self._latched = True
+            return Decision.BARGE_IN
+        if x.agent_paused or peak >= d.backchannel_prob or ws:
+            return Decision.BACKCHANNEL  # also resumes a paused agent from the same sample
+        return Decision.CONTINUE
 
     # --- while the user has the floor ------------------------------------------------------------
 

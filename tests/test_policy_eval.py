@@ -267,12 +267,15 @@ def test_eval_reports_per_source(tmp_path: Path) -> None:
     assert "02phone" in peval.format_sources(report)
 
 
-def test_budget_curve_trades_cutoffs_for_delay() -> None:
-    curve = peval.eot_budget_curve(peval.list_cases(DATA), "rules", budgets=(100, 600, 1500))
+def test_operating_curve_trades_cutoffs_for_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(peval.OPERATING_POINTS, "rules", ("rules.end_of_turn_silence_ms", (100, 600, 1500)))
+    curve = peval.eot_curve(peval.list_cases(DATA), "rules")
     delays = [c["eot_delay_ms_p50"] for c in curve["curve"]]
-    assert curve["cases"] >= 2
-    assert delays[0] < delays[1] < delays[2], "a longer budget waits longer"
-    assert curve["false_cutoff_at_300ms"] is None, "300 ms was not swept"
+    assert curve["cases"] >= 2 and curve["knob"] == "rules.end_of_turn_silence_ms"
+    assert delays[0] < delays[1] < delays[2], "a longer wait waits longer"
+    assert delays[0] <= 300 and curve["false_cutoff_at_300ms"] == curve["curve"][0]["false_cutoff_rate"]
+    ok = [c["eot_delay_ms_p50"] for c in curve["curve"] if c["false_cutoff_rate"] is not None and c["false_cutoff_rate"] <= 0.05]
+    assert curve["delay_ms_at_5pct_false_cutoff"] == (min(ok) if ok else None)
 
 
 def test_agent_backchannels_are_scored_by_where_they_fall() -> None:

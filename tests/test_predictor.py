@@ -173,8 +173,16 @@ def _speak(pol: PredictorPolicy, seconds: float, pa: np.ndarray, partial: str = 
     """Feed ``seconds`` of user speech under the agent; returns the decisions frame by frame."""
     hold = np.array([0.9, 0.1, 0.0])
     n = int(round(seconds / 0.032))
-    return [pol.decide(_inp(agent_speaking=True, user_speaking=True, silence=0.0, speech_run=(i + 1) * 0.032,
+    return [pol.decide(_inp(agent_speaking=True, user_speaking=True, vad=0.9, silence=0.0, speech_run=(i + 1) * 0.032,
                             partial=partial, agent_paused=paused, **kw), pa, hold).decision for i in range(n)]
+
+
+def _quiet(pol: PredictorPolicy, seconds: float, pa: np.ndarray, partial: str = "", paused: bool = False) -> list[Decision | None]:
+    """Feed ``seconds`` of the agent talking alone; returns the decisions."""
+    hold = np.array([0.9, 0.1, 0.0])
+    n = int(round(seconds / 0.032))
+    return [pol.decide(_inp(agent_speaking=True, silence=0.032 * (i + 1), partial=partial, agent_paused=paused), pa, hold).decision
+            for i in range(n)]
 
 
 def test_pause_then_commit_or_resume() -> None:
@@ -185,7 +193,7 @@ def test_pause_then_commit_or_resume() -> None:
     # An unsure sound pauses the agent once it has lasted 0.2 s; it ends short: resume (BACKCHANNEL).
     d = _speak(pol, 0.35, unsure)
     assert Decision.PAUSE in d and d.index(Decision.PAUSE) == 6 and Decision.BARGE_IN not in d
-    assert pol.decide(_inp(agent_speaking=True, agent_paused=True, silence=0.3), unsure, hold).decision is Decision.BACKCHANNEL
+    assert [d for d in _quiet(pol, 0.35, unsure, paused=True) if d] == [Decision.BACKCHANNEL], "resumed once the sound is over"
     # A calm sound made only of backchannel words never pauses; only a very long one commits.
     pol.reset_decisions()
     assert set(_speak(pol, 0.6, calm, "yeah")) == {None}
@@ -200,7 +208,18 @@ def test_pause_then_commit_or_resume() -> None:
     # A short "stop" that ends before any rule fires is still a barge-in.
     pol.reset_decisions()
     _speak(pol, 0.25, calm, "stop")
-    assert pol.decide(_inp(agent_speaking=True, silence=0.3, partial="stop"), calm, hold).decision is Decision.BARGE_IN
+    assert [d for d in _quiet(pol, 0.35, calm, "stop", paused=True) if d] == [Decision.BARGE_IN]
+
+
+def test_a_sure_backchannel_vetoes_the_recognisers_words() -> None:
+    """pocketsphinx hears a murmured "mm-hmm" as "an eye on": the model's backchannel wins."""
+    pol = _v2(pause_prob=0.5, pause_run_s=0.2, commit_min_run_s=0.3, commit_run_s=1.0, bc_veto_prob=0.8)
+    murmur = np.array([0.05, 0.9, 0.05])
+    d = _speak(pol, 0.7, murmur, "an eye on")
+    assert set(d) == {None}, "no pause and no barge-in on words the model says are a backchannel"
+    assert Decision.BARGE_IN in _speak(pol, 0.4, murmur, "an eye on the"), "but a long sound still commits"
+    pol.reset_decisions()
+    assert Decision.BARGE_IN in _speak(pol, 0.4, np.array([0.5, 0.4, 0.1]), "an eye on"), "unsure model: words count"
 
 
 def test_the_agents_own_echo_is_not_the_user() -> None:

@@ -7,7 +7,7 @@ import argparse
 
 from duplex.commands.common import write_json
 from policies.eval import add_arguments as eval_arguments
-from policies.eval import format_budget, format_sources, format_table
+from policies.eval import format_curve, format_sources, format_table
 from policies.eval import run as evaluate
 
 
@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.per_source:
         print("\n" + format_sources(report))
-    if args.budget_curve:
-        print("\n" + format_budget(report))
+    if args.eot_curve:
+        print("\n" + format_curve(report))
     if args.json:
         write_json(report, args.json)
     return 0

@@ -6,7 +6,7 @@ message there. ``p(end)`` is the probability of the end-of-message token plus th
 sentence-final mark (the transcripts have no punctuation, so the model often wants a
 full stop first). This is the signal LiveKit's text turn detector is trained for; an
 off-the-shelf 135M instruct model already separates "what is the weather in" from
-"what is the weather in paris". It is one forward pass over the new tokens (the common
+"what is the weather in paris". It is one forward pass over the user's words (the system
 prefix stays in the KV cache), a few ms on one core, run in an executor thread by the
 engine and memoised per text, so a replay gives the same numbers.
 
@@ -17,7 +17,6 @@ speculative reply streams), so scoring never waits for a reply.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -92,11 +91,10 @@ class TextEndOfUtterance:
         llm = self._llm
         ids = self._prefix + llm.tokenize(words.encode(), add_bos=False, special=False)
         ids = ids[-(self.n_ctx - 8) :]
-        # Keep the common prefix with what the context already holds; evaluate the rest.
-        held = list(llm.input_ids[: llm.n_tokens])
-        k = 0
-        while k < min(len(held), len(ids) - 1) and held[k] == ids[k]:
-            k += 1
+        # Keep only the fixed system prefix in the context and evaluate the words in one
+        # batch, so the same words always give the same bits (a replay's decisions must
+        # not depend on which partial happened to be scored before).
+        k = len(self._prefix) if list(llm.input_ids[: len(self._prefix)]) == self._prefix and llm.n_tokens >= len(self._prefix) else 0
         llm.n_tokens = k
         llm.eval(ids[k:])
         # Only the last position's logits are kept (logits_all=False): read them from the context.
@@ -106,9 +104,4 @@ class TextEndOfUtterance:
         return float(min(1.0, sum(probs[i] for i in self._end_ids)))
 
 
-def logit(p: float, eps: float = 1e-4) -> float:
-    p = min(1.0 - eps, max(eps, p))
-    return math.log(p / (1.0 - p))
-
-
-__all__ = ["TextEndOfUtterance", "normalize", "logit"]
+__all__ = ["TextEndOfUtterance", "normalize"]
