@@ -44,6 +44,7 @@ from duplex.events import (
     UserSpeechStarted,
 )
 from tui.app import DuplexApp
+from tui.session import POLICIES
 from tui.charts import THRESHOLD_CHAR, bars, bucket_max, spark
 from tui.session import EventFeed, SessionInfo
 from tui.view import SessionView, percentile
@@ -253,7 +254,6 @@ async def test_agent_backchannel_and_ignored_overlap_show_inline() -> None:
 
 async def test_signals_mark_thresholds_and_follow_the_policy() -> None:
     f = feed()
-    f.policy_thresholds = {"barge_in": 0.7, "backchannel": 0.5, "end_of_turn": 0.6, "backchannel_opportunity": 0.8}
     app = DuplexApp(f, autostart=False)
     async with app.run_test(size=SIZE) as pilot:
         s = Stepper(app, pilot)
@@ -263,10 +263,13 @@ async def test_signals_mark_thresholds_and_follow_the_policy() -> None:
             p = 0.9 if 60 <= i < 70 else 0.1
             frames.append(Levels(t, mic_db=-30.0, out_db=-20.0, vad=p))
             frames.append(PolicyFrame(t, policy="predictor", probs=(("barge_in", p), ("continue", 1 - p),
-                                                                    ("end_of_turn", 0.2), ("hold", 0.8))))
+                                                                    ("end_of_turn", 0.2), ("hold", 0.8),
+                                                                    ("thr_barge_in", 0.7), ("thr_end_of_turn", 0.6))))
         await s.send(*frames)
         assert app.signals.rows_drawn[:3] == ["mic", "speaker", "vad"]
         assert "barge_in" in app.signals.rows_drawn and "continue" not in app.signals.rows_drawn
+        assert app.signals.thresholds == {"barge_in": 0.7, "end_of_turn": 0.6}, "read from the events alone"
+        assert not any(r.startswith("thr_") for r in app.signals.rows_drawn)
         runs = [run for row in app.signals.rows(60) for run in row]
         plain = "".join(chars for chars, _ in runs)
         assert "thr 0.70" in plain and THRESHOLD_CHAR in plain
@@ -287,7 +290,8 @@ async def test_keys_reach_the_session() -> None:
         assert app.statebar.recording is True
         await pilot.press("p")
         await pilot.pause(0.1)
-        assert ("policy", "predictor") in f.calls and app.statebar.policy == "predictor"
+        nxt = POLICIES[(POLICIES.index("rules") + 1) % len(POLICIES)]
+        assert ("policy", nxt) in f.calls and app.statebar.policy == nxt, "the next policy of the one registry"
         assert f.calls[:4] == [("muted", True), ("muted", False), ("recording", False), ("recording", True)]
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)

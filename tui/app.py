@@ -111,7 +111,6 @@ class DuplexApp(App[int]):
         self._oldest = 0.0
         self._muted = False
         self._quitting = False
-        self._thresholds_known = False
         self._policy = session.info.policy
         info = session.info
         self.statebar = StateBar(info)
@@ -192,11 +191,8 @@ class DuplexApp(App[int]):
             self.statebar.muted = view.muted
             self.statebar.ended = view.ended
         if "signals" in dirty:
-            if not self._thresholds_known:
-                th = self.session.thresholds()
-                if th:
-                    self.signals.thresholds = th
-                    self._thresholds_known = True
+            if view.thresholds != self.signals.thresholds:
+                self.signals.thresholds = dict(view.thresholds)
             self.signals.sync()
         if "timing" in dirty:
             self.timing.sync(view.timing)
@@ -262,7 +258,6 @@ class DuplexApp(App[int]):
             return
         self._policy = name
         self.statebar.policy = name
-        self.signals.thresholds = self.session.thresholds()
 
     def action_clear(self) -> None:
         self.flush_events()

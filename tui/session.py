@@ -107,29 +107,10 @@ class Session(Protocol):
     async def set_policy(self, name: str) -> None:
         """Switch the turn policy; raises :class:`duplex.errors.PolicyError` if it cannot load."""
         ...
-    def thresholds(self) -> dict[str, float]:
-        """The active policy's decision thresholds per class probability."""
-        ...
     def mqtt_connected(self) -> bool | None:
         """``None`` when MQTT is off or its state is unknown."""
         ...
     def end(self, reason: str = "ended by the user") -> None: ...
-
-
-def policy_thresholds(policy: object) -> dict[str, float]:
-    """Decision thresholds of a policy, by class name.
-
-    A policy may say so itself (a ``thresholds`` mapping); the predictor keeps them as
-    ``thr_*`` attributes; the rule policies publish 0/1 decision pulses, for which 0.5
-    marks "decided". Any class without a threshold is drawn against 0.5.
-    """
-    th = getattr(policy, "thresholds", None)
-    if isinstance(th, Mapping):
-        return {str(k): float(v) for k, v in th.items()}
-    attrs = {"barge_in": "thr_barge", "backchannel": "thr_bc", "end_of_turn": "thr_eot",
-             "backchannel_opportunity": "thr_bco"}
-    out = {k: float(getattr(policy, a)) for k, a in attrs.items() if isinstance(getattr(policy, a, None), float)}
-    return out or {"barge_in": 0.5, "end_of_turn": 0.5}
 
 
 class RecordingGate:
@@ -324,9 +305,6 @@ class LiveSession:
         policy = await asyncio.to_thread(make_policy, replace(self.cfg.policy, name=name))  # type: ignore[arg-type]
         self.engine.use_policy(policy)
 
-    def thresholds(self) -> dict[str, float]:
-        return policy_thresholds(self.engine.policy) if self.engine is not None else {}
-
     def mqtt_connected(self) -> bool | None:
         if not self.cfg.mqtt.enabled or self.bridge is None:
             return None
@@ -351,7 +329,6 @@ class EventFeed:
     info: SessionInfo = field(default_factory=SessionInfo)
     pace: Callable[[float], Awaitable[Any]] | None = None
     gate: Callable[[Event], Awaitable[Any]] | None = None
-    policy_thresholds: dict[str, float] = field(default_factory=lambda: {"barge_in": 0.5, "end_of_turn": 0.5})
     calls: list[tuple[str, Any]] = field(default_factory=list)
     _ended: str | None = field(default=None, init=False)
 
@@ -383,9 +360,6 @@ class EventFeed:
 
     async def set_policy(self, name: str) -> None:
         self.calls.append(("policy", name))
-
-    def thresholds(self) -> dict[str, float]:
-        return dict(self.policy_thresholds)
 
     def mqtt_connected(self) -> bool | None:
         return None

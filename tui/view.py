@@ -387,6 +387,10 @@ class TimingBook:
         self.turns.clear()
 
 
+THRESHOLD_PREFIX = "thr_"
+"""A policy frame's ``thr_<class>`` entry is the decision threshold of ``<class>``."""
+
+
 class SessionView:
     """Everything the panes show; ``apply`` events, then read and reset ``dirty``."""
 
@@ -397,6 +401,9 @@ class SessionView:
         self.ended: str | None = None
         self.signals: dict[str, Series] = {"mic_db": Series(), "out_db": Series(), "vad": Series()}
         self.probs: dict[str, Series] = {}
+        self.thresholds: dict[str, float] = {}
+        """Decision thresholds per class, as the policy publishes them in its frames
+        (``thr_<class>`` entries); classes without one are drawn against 0.5."""
         self.policy_name = ""
         self.now = 0.0
         """The latest session time seen (the right edge of the signal windows)."""
@@ -428,8 +435,12 @@ class SessionView:
                 if ev.policy != self.policy_name:
                     self.policy_name = ev.policy
                     self.probs = {}
+                    self.thresholds = {}
                 for name, p in ev.probs:
-                    self.probs.setdefault(name, Series()).add(ev.t, p)
+                    if name.startswith(THRESHOLD_PREFIX):
+                        self.thresholds[name[len(THRESHOLD_PREFIX):]] = p
+                    else:
+                        self.probs.setdefault(name, Series()).add(ev.t, p)
                 self.dirty.add("signals")
                 return
             case ASRPartial():
