@@ -264,7 +264,7 @@ class Floor:
             self._emit(UserSpeechEnded(t, duration=round(lf.run_duration, 6)))
             self._final(lf.utterance, lf.final or "", lf.asr_compute, t, t - lf.silence)
         if self.cfg.engine.speculative and self.user is not None and self.reply is None:
-            if lf.ended or (lf.user_speaking and lf.silence >= SPECULATE_AFTER_S and lf.partial):
+            if lf.ended or (lf.user_speaking and lf.silence >= SPECULATE_AFTER_S and (lf.partial or lf.draft)):
                 await self._speculate(lf)
 
     def _final(self, utterance: int, text: str, compute: float, t: float, speech_end_t: float) -> None:
@@ -337,7 +337,9 @@ class Floor:
         """The user went quiet: start the reply now, hold its audio until end of turn."""
         user = self.user
         assert user is not None
-        text = user.draft(lf.partial if lf.user_speaking else "")
+        # The ASR's final decoded ahead, once ready, is what the turn's text will be; until
+        # then the streaming partial (a reply started on it is redone if the final differs).
+        text = user.draft((lf.draft if lf.draft is not None else lf.partial) if lf.user_speaking else "")
         if not text:
             return
         if user.speculation is not None:

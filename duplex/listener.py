@@ -41,6 +41,9 @@ class ListenerFrame:
     final: str | None = None
     """Set on the frame a speech run ended: the ASR's final text of that utterance."""
     asr_compute: float = 0.0
+    draft: str | None = None
+    """While the user pauses inside a run: the final the ASR decoded ahead (what
+    ``final`` will be if the user says nothing more), once it is ready; else ``None``."""
 
 
 class Listener:
@@ -55,6 +58,11 @@ class Listener:
         self.partial_every = max(1, asr_cfg.partial_every_ms // FRAME_MS)
         self._speculate = getattr(asr, "speculate", None)
         self._discard = getattr(asr, "discard_speculation", None)
+        self._draft = getattr(asr, "draft", None)
+        self.wait_drafts = False
+        """Wait for a speculative final instead of reporting it once ready: lockstep runs
+        (files, replays) set it so the reply they start on it does not depend on compute
+        speed; live runs never wait."""
         self.reset()
 
     def reset(self) -> None:
@@ -139,6 +147,9 @@ class Listener:
                 compute += PerfTimer.now() - t0
             elif ended:
                 final = ""
+        draft = None
+        if self._speculating and self._draft is not None:
+            draft = self._draft(self.wait_drafts)
         if ended:
             run_duration = self.seg.run_frames * FRAME_MS / 1000
         self._preroll.append(mic)
@@ -158,5 +169,6 @@ class Listener:
             run_duration=run_duration,
             partial_changed=changed,
             final=final,
+            draft=draft,
             asr_compute=compute,
         )

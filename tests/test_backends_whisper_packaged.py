@@ -147,6 +147,29 @@ def test_the_listener_decodes_the_final_at_the_pause_so_the_end_of_the_run_barel
     assert wait < compute, (wait, compute)
 
 
+def test_the_listener_offers_the_final_decoded_ahead_as_a_draft(default_asr_cfg, vad):
+    """In a pause the listener reports the speculative final (``draft``) so the engine can
+    start the reply on the words the turn will have; a lockstep run waits for it, so the
+    frame it appears on does not depend on compute speed."""
+    cfg = load_config()
+    asr = WhisperFinalsASR.from_config(default_asr_cfg)
+    listener = Listener(vad, asr, cfg.vad, cfg.asr)
+    listener.wait_drafts = True
+    listener.reset()
+    audio = np.concatenate([read_audio(DATA / "goforward.wav"), np.zeros(SAMPLE_RATE, np.float32)])
+    drafts, final = [], None
+    for i, frame in enumerate(_frames(audio)):
+        lf = listener.step(frame)
+        if lf.draft is not None:
+            drafts.append((i, lf.draft))
+        if lf.final is not None:
+            final = lf.final
+    asr.close()
+    assert drafts, "no draft while the user paused"
+    assert {d for _, d in drafts} == {final}, (drafts, final)
+    assert drafts[0][0] < len(audio) // FRAME_SAMPLES, "offered before the run ended"
+
+
 async def test_the_event_loop_stays_on_time_while_finals_decode(default_asr_cfg, vad):
     """Frames go through the listener in an executor thread, as the engine runs it; a
     32 ms ticker on the loop meanwhile is never late by a whole frame, Whisper finals

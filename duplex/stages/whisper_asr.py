@@ -475,6 +475,13 @@ class WhisperFinalsASR:
         self.speculations += 1
         self._spec = _Speculation(self._samples, self._pool.submit(self._decode, self._audio()))
 
+    def draft(self, wait: bool = False) -> str | None:
+        """The speculative final's text once decoded (``wait``: block until it is), else None."""
+        spec = self._spec
+        if spec is None or spec.future.cancelled() or not (wait or spec.future.done()):
+            return None
+        return spec.future.result()[0]
+
     def discard_speculation(self) -> None:
         """The user went on speaking: the speculative final no longer covers the utterance."""
         self._drop()
