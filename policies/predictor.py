@@ -57,12 +57,16 @@ PLAYBACK_SILENT_DB = -60.0
 EOT_FRAMES = 2
 """Consecutive silent frames at or above the end-of-turn threshold before the turn ends."""
 FRAME_S = FRAME_MS / 1000
-NEAR_END_MARGIN_DB = 6.0
+NEAR_END_MARGIN_DB = 10.0
 """A frame is the user's voice, not the agent's echo, when the microphone is this much above
 the echo the agent's playback would leave (the running echo-return estimate)."""
 ECHO_ONLY_PROB = 0.9
 """The model's ``p(continue)`` above which a frame is taken as the agent's echo alone."""
-ERL_INIT_DB = -20.0
+ERL_INIT_DB = -60.0
+ERL_DECAY_DB = 0.15
+"""The echo-return envelope falls this much per agent-only frame (about 5 dB/s), so with
+headphones it reaches the noise floor within a few seconds of the agent talking."""
+ERL_FLOOR_DB = -60.0
 ECHO_SPAN_FRAMES = 8
 """Frames (256 ms) of playback an echo may still be sounding from (delay plus reverberation)."""
 """Echo return (mic minus playback, dB) assumed until frames of the agent alone measure it."""
@@ -92,9 +96,9 @@ class DecisionParams:
     near_end_gate: bool = True
     """Count only frames that are the user's voice, not the agent's echo (v1 counted any)."""
     bc_veto_prob: float = 0.8
-    """While the model rates the sound a backchannel this surely, its words (often a
+    """Once the model has rated the sound a backchannel this surely, its words (often a
     recogniser's guess at a murmur: "mm-hmm" heard as "an eye on") neither pause nor
-    commit; only its length can."""
+    commit; only its length or the model's own barge-in probability can."""
     bco_prob: float = 0.6
     # End of turn: z = b + w_model*logit(p_eot) + w_text*logit(p_text) + w_cont*cont + w_sil*silence
     eot_bias: float = -3.0
@@ -296,7 +300,8 @@ class PredictorPolicy:
         sure nothing is happening: a loud echo keeps the VAD on), the frame measures the
         echo return (microphone minus playback, dB, tracking its upper envelope). A frame
         is near-end when the playback is silent, the microphone stands
-        ``NEAR_END_MARGIN_DB`` above that echo, or the model itself hears a barge-in. With
+        ``NEAR_END_MARGIN_DB`` above that echo, or the model is sure it hears a barge-in
+        (``commit_prob``: an echo louder than the user defeats any level test). With
         headphones the echo return is the noise floor and every voiced frame counts; on an
         open speaker the echo alone does not.
         """
@@ -311,16 +316,16 @@ class PredictorPolicy:
             return voiced
         mic = level_db(x.mic)
         if (not x.user_speaking and x.vad < 0.3) or p["continue"] >= ECHO_ONLY_PROB:
-            self._erl = max(self._erl - 0.05, 0.9 * self._erl + 0.1 * (mic - play))
+            self._erl = max(self._erl - ERL_DECAY_DB, 0.7 * self._erl + 0.3 * (mic - play), ERL_FLOOR_DB)
             return False
-        return voiced and (mic - play > self._erl + NEAR_END_MARGIN_DB or p["barge_in"] >= self.params.pause_prob)
+        return voiced and (mic - play > self._erl + NEAR_END_MARGIN_DB or p["barge_in"] >= self.params.commit_prob)
 
     def _commit(self, x: PolicyInput, p: dict[str, float], content: int, bc_only: bool) -> bool:
         d = self.params
         run = self._near
         if run >= d.stop_word_run_s and has_stop_word(x.partial):
             return True
-        vetoed = p["backchannel"] >= d.bc_veto_prob
+        vetoed = self._bc_peak >= d.bc_veto_prob
         if run >= d.commit_min_run_s and ((content >= d.content_words and not vetoed) or p["barge_in"] >= d.commit_prob):
             return True
         return run >= (d.bc_commit_run_s if bc_only else d.commit_run_s)
@@ -352,7 +357,7 @@ class PredictorPolicy:
                 self._sound = False
                 self._bc_peak = self._b_peak = 0.0
                 return Decision.BARGE_IN
-            unsure = p["barge_in"] >= d.pause_prob or (content > 0 and p["backchannel"] < d.bc_veto_prob)
+            unsure = p["barge_in"] >= d.pause_prob or (content > 0 and self._bc_peak < d.bc_veto_prob)
             if not x.agent_paused and self._near >= d.pause_run_s and unsure and not bc_only:
                 return Decision.PAUSE
             return None
@@ -361,10 +366,9 @@ class PredictorPolicy:
         self._sound = False
         near_s, self._near = self._near, 0.0
         peak, self._bc_peak = self._bc_peak, 0.0
-        b_peak, self._b_peak = self._b_peak, 0.0
+        self._b_peak = 0.0
         ws = words(x.partial)
-        content = sum(1 for w in ws if not _is_backchannel(w))
-        if near_s >= SHORT_BARGE_MIN_S and (has_stop_word(x.partial) or (content > 0 and b_peak >= d.pause_prob)):
+        if near_s >= SHORT_BARGE_MIN_S and has_stop_word(x.partial):
             self._latched = True
             return Decision.BARGE_IN
         if x.agent_paused or peak >= d.backchannel_prob or ws:
