@@ -32,6 +32,7 @@ from duplex.audio.wav import read_audio, write_wav  # noqa: E402
 from duplex.config import load_config  # noqa: E402
 from duplex.stages.factory import load_models  # noqa: E402
 from duplex.stages.vad import SileroVAD  # noqa: E402
+from policies import make_policy  # noqa: E402
 from policies.realcases import REALAUDIO, set_level  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "voice_to_voice.json"
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="duplex-v2v-"))
     wav = tmp / "user.wav"
     turns = user_wav(wav)
-    models = load_models(load_config(None))
+    models = load_models(load_config(None), make_policy)
     report: dict[str, dict] = {}
     for policy in a.policies.split(","):
         lat: list[float] = []
