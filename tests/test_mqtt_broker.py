@@ -410,9 +410,12 @@ async def test_tail_reports_an_unreachable_broker_clearly():
 
 async def test_duplex_broker_command_serves_a_bridge_and_refuses_a_taken_port(tmp_path):
     port = free_port()
-    cmd = [sys.executable, "-m", "duplex.mqtt", "broker", "--port", str(port)]
+    cmd = [sys.executable, "-m", "duplex.cli", "broker", "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    # SIGINT back to its default in the child: a shell that runs the suite in the background
+    # starts it ignored, and the broker would then not stop on the Ctrl-C sent below.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert await asyncio.to_thread(_wait_port, port, 20), "duplex broker did not start"
         async with Collector(port, f"{PREFIX}/#") as col:
