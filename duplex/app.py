@@ -23,7 +23,7 @@ from duplex.audio.source import AudioSource, WavSource
 from duplex.bus import EventBus
 from duplex.config import Config
 from duplex.engine import Engine, EngineStats
-from duplex.errors import ConfigError, DuplexError
+from duplex.errors import ConfigError
 from duplex.events import (
     AgentTurnEnded,
     ASRFinal,

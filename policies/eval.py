@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from duplex.config import PolicyConfig, PredictorConfig
-from duplex.errors import DuplexError, PolicyError
+from duplex.errors import PolicyError
 from duplex.events import Decision
 from duplex.turn import TurnPolicy
 from policies import POLICY_NAMES, make_named_policy, make_policy
