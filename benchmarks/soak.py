@@ -51,6 +51,7 @@ from policies import make_policy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "soak.json"
 PLOT = ROOT / "docs" / "soak.png"
+SVG = ROOT / "docs" / "soak.svg"
 TICK_S = 0.05
 """The lateness probe's period on the wall clock."""
 WINDOW_S = 600.0
@@ -121,6 +122,7 @@ class Sampler:
     n_events: int = 0
     t: float = 0.0
     _next: float = 0.0
+    _late_seen: int = 0
     _wall0: float = field(default_factory=time.monotonic)
 
     def on_engine(self, engine: Engine) -> None:
@@ -138,10 +140,13 @@ class Sampler:
     def sample(self) -> dict[str, float]:
         eng = self.engine
         player = eng.player if eng is not None else None
+        recent = [lat for _, lat in self.lateness[self._late_seen :]]
+        self._late_seen = len(self.lateness)
         return {
             "t": round(self.t, 3),
             "wall_s": round(time.monotonic() - self._wall0, 3),
             "rss_mb": round(rss_mb(), 2),
+            "late_p99_ms": p99_ms(recent) if recent else 0.0,
             "events": self.n_events,
             "player_pending_samples": player.pending if player is not None else -1,
             "player_segments": len(player._queue) if player is not None else -1,  # noqa: SLF001
@@ -232,7 +237,7 @@ def plot(r: dict[str, Any], lateness: list[tuple[float, float]], path: Path) -> 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed in this environment: plot skipped"
+        return "matplotlib is not installed in this environment: PNG skipped"
     fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(8, 5))
     a1.plot([x["t"] / 60 for x in r["samples"]], [x["rss_mb"] for x in r["samples"]])
     a1.set_ylabel("RSS (MB)")
@@ -242,6 +247,38 @@ def plot(r: dict[str, Any], lateness: list[tuple[float, float]], path: Path) -> 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    return f"wrote {path}"
+
+
+def plot_svg(samples: list[dict[str, Any]], path: Path) -> str:
+    """The same plot as an SVG written by hand: no plotting library needed.
+
+    Two panels over session minutes: RSS (MB), and the loop lateness p99 of each sample
+    window (ms; absent from results written before samples carried it).
+    """
+    w, h, pad = 720, 190, 50
+    t = [x["t"] / 60 for x in samples]
+    tmax = max(t) or 1.0
+    panels = [("RSS (MB)", [x["rss_mb"] for x in samples])]
+    if all("late_p99_ms" in x for x in samples):
+        panels.append(("loop lateness p99 per sample (ms)", [x["late_p99_ms"] or 0.0 for x in samples]))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h * len(panels) + 30}" '
+           'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    for k, (label, ys) in enumerate(panels):
+        y0 = k * h + 10
+        lo, hi = min(ys), max(ys)
+        span = (hi - lo) or 1.0
+
+        def xy(tx: float, v: float, lo: float = lo, span: float = span, y0: int = y0) -> str:
+            return f"{pad + (w - pad - 10) * tx / tmax:.1f},{y0 + (h - 40) * (1 - (v - lo) / span) + 10:.1f}"
+
+        out.append(f'<rect x="{pad}" y="{y0 + 10}" width="{w - pad - 10}" height="{h - 40}" fill="none" stroke="#999"/>')
+        out.append(f'<text x="{pad}" y="{y0 + 6}">{label}: {lo:.1f} .. {hi:.1f}</text>')
+        pts = " ".join(xy(tx, v) for tx, v in zip(t, ys, strict=True))
+        out.append(f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.2" points="{pts}"/>')
+    out.append(f'<text x="{pad}" y="{h * len(panels) + 20}">session time (min), 0 .. {tmax:.1f}</text></svg>')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
     return f"wrote {path}"
 
 
@@ -275,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true", help="keep recording on (off by default)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=PLOT)
+    ap.add_argument("--svg", type=Path, default=SVG)
+    ap.add_argument("--replot", type=Path, help="only redraw the SVG from a results JSON")
     args = ap.parse_args(argv)
+    if args.replot is not None:
+        print(plot_svg(json.loads(args.replot.read_text())["samples"], args.svg))
+        return 0
     overrides = [{"policy": {"name": args.policy}}]
     if not args.record:
         overrides.append({"recording": {"enabled": False}})
@@ -290,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(r, indent=1) + "\n")
     print(f"\nwrote {args.out}")
     print(plot(r, sampler.lateness, args.plot))
+    print(plot_svg(r["samples"], args.svg))
     return 0
 
 
