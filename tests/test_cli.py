@@ -134,3 +134,15 @@ def test_the_latency_benchmark_ships_with_the_package():
     package = Path(duplex.__file__).resolve().parent
     assert DEFAULT_SCRIPTS and all(package in s.parents for s in DEFAULT_SCRIPTS)
     assert check_scripts(None) == list(DEFAULT_SCRIPTS)  # each one parses
+
+
+def test_bench_counts_a_pause_as_the_moment_the_agent_went_silent() -> None:
+    from duplex.bench.latency import silent_after_onset
+    from duplex.events import AgentPaused, AgentResumed, AgentStopped
+
+    events = [
+        AgentPaused(1.0, turn=1, onset=0.8, reaction=0.2), AgentStopped(1.5, turn=1, latency=0.7),  # paused, then committed
+        AgentPaused(3.0, turn=2, onset=2.8, reaction=0.2), AgentResumed(3.5, turn=2),  # a backchannel
+        AgentStopped(5.0, turn=2, latency=0.4),  # a later barge-in without a pause
+    ]
+    assert silent_after_onset(events) == pytest.approx([0.232, 0.4])

@@ -27,7 +27,8 @@ import numpy as np
 from duplex.app import run_conversation
 from duplex.config import Config
 from duplex.errors import ConfigError
-from duplex.events import AgentStopped, BargeIn, TurnLatency
+from duplex.audio import FRAME_MS
+from duplex.events import AgentPaused, AgentResumed, AgentStopped, BargeIn, Event, TurnLatency
 from duplex.simuser import SimulatedUser, UserVoice, load_script
 from duplex.stages.factory import Models
 
@@ -36,6 +37,22 @@ DEFAULT_SCRIPTS = tuple(sorted(SCRIPTS_DIR.glob("*.toml")))
 MODES = ("realtime", "lockstep")
 
 Progress = Callable[[str], None]
+
+
+def silent_after_onset(events: list[Event]) -> list[float]:
+    """Onset to the agent going silent, per barge-in: the pause that preceded the commit
+    (when the policy paused first, that is when the user heard the agent stop), else the
+    stop after the commit."""
+    out: list[float] = []
+    paused: dict[int, float] = {}
+    for e in events:
+        if isinstance(e, AgentPaused):
+            paused[e.turn] = e.reaction + FRAME_MS / 1000  # the chunk after the decision is silent
+        elif isinstance(e, AgentResumed):
+            paused.pop(e.turn, None)
+        elif isinstance(e, AgentStopped):
+            out.append(min(e.latency, paused.pop(e.turn, e.latency)))
+    return out
 
 
 def pct(xs: Sequence[float], q: float) -> float | None:
@@ -56,7 +73,7 @@ def run_policy(cfg: Config, models: Models, scripts: Sequence[Path], realtime: b
         user = SimulatedUser(utts, UserVoice(voice, models.tts), base_dir=s.parent, realtime=realtime)
         res = asyncio.run(run_conversation(cfg, models, user))
         lat += [e for e in res.events if isinstance(e, TurnLatency)]
-        stops += [e.latency for e in res.events if isinstance(e, AgentStopped)]
+        stops += silent_after_onset(res.events)
         reactions += [e.reaction for e in res.events if isinstance(e, BargeIn)]
     v2v = [x.voice_to_voice for x in lat if x.voice_to_voice is not None]
     return {
