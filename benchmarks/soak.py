@@ -85,26 +85,31 @@ def rss_mb() -> float:
 def make_script(minutes: float, seed: int = 16) -> list[Utterance]:
     """A user who keeps talking for at least ``minutes`` of session time.
 
-    Cycles of: a question once the agent is done; then, in turn, a backchannel while the
-    agent speaks, a barge-in ("wait, stop"), a question with a pause inside it, or a long
-    silence before the next question. A cycle lasts roughly 10-30 s, so there are more
-    lines than the session needs; the soak ends the session on the clock, not the script.
+    Cycles of: a question; then, in turn, a backchannel while the agent answers, a barge-in
+    ("wait, stop"), a question with a pause inside it, or a long silence before the next
+    question. A cycle lasts roughly 15-25 s, so there are more lines than the session
+    needs; the soak ends the session on the clock, not the script.
     """
     rng = random.Random(seed)
+    # Every line is timed from the previous one (after_previous), never from what the
+    # agent did: a trigger on the agent (after_agent_done, with_agent_start) waits
+    # forever when the agent lets a line pass without a reply, and a 75-minute run
+    # ended at 27.5 minutes that way. The gaps are chosen so that a barge-in or a
+    # backchannel usually lands while the agent is answering the previous question.
     items: list[dict[str, Any]] = [{"text": rng.choice(QUESTIONS), "at": 0.6}]
     n_cycles = int(minutes * 60 / 8) + 10
     for c in range(n_cycles):
         kind = c % 4
         if kind == 0:  # a backchannel the agent should ignore, then the next question
-            items.append({"text": rng.choice(BACKCHANNELS), "with_agent_start": 1.0})
-            items.append({"text": rng.choice(QUESTIONS), "after_agent_done": 0.8})
+            items.append({"text": rng.choice(BACKCHANNELS), "after_previous": 3.0})
+            items.append({"text": rng.choice(QUESTIONS), "after_previous": 10.0})
         elif kind == 1:  # a barge-in
-            items.append({"text": "Wait, stop, sorry. " + rng.choice(QUESTIONS), "with_agent_start": 1.5})
-            items.append({"text": rng.choice(QUESTIONS), "after_agent_done": 0.8})
+            items.append({"text": "Wait, stop, sorry. " + rng.choice(QUESTIONS), "after_previous": 2.5})
+            items.append({"text": rng.choice(QUESTIONS), "after_previous": 12.0})
         elif kind == 2:  # a pause inside the user's turn
-            items.append({"text": "Let me think. [pause 1500] " + rng.choice(QUESTIONS), "after_agent_done": 0.8})
+            items.append({"text": "Let me think. [pause 1500] " + rng.choice(QUESTIONS), "after_previous": 12.0})
         else:  # a long silence before the next question
-            items.append({"text": rng.choice(QUESTIONS), "after_agent_done": 8.0})
+            items.append({"text": rng.choice(QUESTIONS), "after_previous": 20.0})
     return [parse_utterance(it, f"soak: say #{k}") for k, it in enumerate(items, 1)]
 
 
