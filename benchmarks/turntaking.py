@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from duplex.config import PolicyConfig, PredictorConfig  # noqa: E402
+from duplex.config import PredictorConfig  # noqa: E402
 from duplex.turn import TurnPolicy  # noqa: E402
 from policies import data as gen  # noqa: E402
-from policies import make_policy, realcases  # noqa: E402
+from policies import realcases  # noqa: E402
 from policies.eval import (  # noqa: E402
     POLICIES,
     eot_curve,
@@ -46,9 +46,10 @@ from policies.eval import (  # noqa: E402
     format_table,
     make_named_policy,
     operating_policy,
+    predictor_with,
 )
 from policies.harness import list_cases  # noqa: E402
-from policies.predictor import DecisionParams, PredictorPolicy, _logit  # noqa: E402
+from policies.predictor import DecisionParams, PredictorPolicy, logit  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "turntaking.json"
 
@@ -58,7 +59,7 @@ def v1_policy(threshold: float | None = None) -> TurnPolicy:
     pol = PredictorPolicy(PredictorConfig(), text_eou=False)
     params = DecisionParams.v1(pol.meta)
     if threshold is not None:
-        params = replace(params, eot_threshold=_logit(threshold) + params.eot_bias)
+        params = replace(params, eot_threshold=logit(threshold) + params.eot_bias)
     pol.params = params
     pol.name = "predictor-v1"
     return pol
@@ -83,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "predictor-v1":
             return v1_policy(value)
         if name in extra:
-            pc = PredictorConfig(weights=extra[name])
-            if value is not None:
-                pc = replace(pc, end_of_turn_threshold=float(value))
-            return make_policy(PolicyConfig(name="predictor", predictor=pc))
+            return predictor_with(extra[name], value)
         return make_named_policy(name) if value is None else operating_policy(name, value)
 
     names = ["predictor", "predictor-v1", *extra, *(n for n in POLICIES if n != "predictor")]

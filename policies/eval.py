@@ -253,6 +253,14 @@ OPERATING_POINTS: dict[str, tuple[str, tuple[float, ...]]] = {
 """Per policy: the config key that sets its end-of-turn operating point and the values swept."""
 
 
+def predictor_with(weights: str, eot_threshold: float | None = None) -> TurnPolicy:
+    """The predictor with other weights (a candidate), at its own or a given end-of-turn threshold."""
+    pc = PredictorConfig(weights=weights)
+    if eot_threshold is not None:
+        pc = replace(pc, end_of_turn_threshold=float(eot_threshold))
+    return make_policy(PolicyConfig(name="predictor", predictor=pc))
+
+
 def operating_policy(name: str, value: float) -> TurnPolicy:
     """Policy ``name`` (a registry name) at one operating point of its end-of-turn knob."""
     if name not in OPERATING_POINTS:
@@ -409,15 +417,12 @@ def run(a: argparse.Namespace, progress: bool = True) -> dict:
         if not Path(path).exists():
             raise PolicyError(f"--weights {label}: no such file {path}")
         extra[label] = path
-        policies[label] = make_policy(PolicyConfig(name="predictor", predictor=PredictorConfig(weights=path)))
+        policies[label] = predictor_with(path)
     report = evaluate(wavs, policies, progress=progress)
     report["cases_dir"] = str(a.cases)
     if a.eot_curve:
         def build(name: str, value: float) -> TurnPolicy:
-            if name in extra:
-                pc = replace(PredictorConfig(weights=extra[name]), end_of_turn_threshold=float(value))
-                return make_policy(PolicyConfig(name="predictor", predictor=pc))
-            return operating_policy(name, value)
+            return predictor_with(extra[name], value) if name in extra else operating_policy(name, value)
 
         report["eot_curve"] = {n: eot_curve(wavs, n, build, "predictor" if n in extra else n)
                                for n in policies if n in OPERATING_POINTS or n in extra}

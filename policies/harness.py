@@ -27,12 +27,13 @@ from duplex.config import ASRConfig, EngineConfig, VADConfig
 from duplex.errors import AudioError, PolicyError
 from duplex.events import Decision
 from duplex.listener import Listener, ListenerFrame
+from duplex.session.export import LABELS as CASE_LABELS
 from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
 
 log = logging.getLogger(__name__)
 
-LABELS = ("backchannel", "barge_in", "noise", "end_of_turn", "hold")
-"""Event labels of the interchange format."""
+LABELS = CASE_LABELS
+"""Event labels of the interchange format (defined once, by the session exporter that writes it)."""
 
 FRAME_S = FRAME_MS / 1000
 AGENT_ACTIVE_DB = -50.0

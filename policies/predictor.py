@@ -121,7 +121,7 @@ class DecisionParams:
         never = 1e9
         return cls(pause_prob=2.0, commit_prob=float(thr["barge_in"]), commit_min_run_s=0.0, commit_run_s=never,
                    bc_commit_run_s=never, content_words=10**6, stop_word_run_s=never,
-                   backchannel_prob=float(thr["backchannel"]), bc_veto_prob=2.0, near_end_gate=False, eot_bias=-_logit(float(thr["end_of_turn"])),
+                   backchannel_prob=float(thr["backchannel"]), bc_veto_prob=2.0, near_end_gate=False, eot_bias=-logit(float(thr["end_of_turn"])),
                    eot_w_model=1.0, eot_w_text=0.0, eot_w_cont=0.0, eot_w_silence=0.0, eot_threshold=0.0,
                    min_silence_s=float(thr.get("end_of_turn_min_silence_ms", 0)) / 1000)
 
@@ -137,7 +137,8 @@ def _is_backchannel(word: str) -> bool:
     return word in BACKCHANNEL_WORDS or word.startswith(("mm", "hm"))
 
 
-def _logit(p: float, eps: float = 1e-4) -> float:
+def logit(p: float, eps: float = 1e-4) -> float:
+    """log(p / (1 - p)), with ``p`` kept ``eps`` away from 0 and 1."""
     p = min(1.0 - eps, max(eps, p))
     return math.log(p / (1.0 - p))
 
@@ -221,7 +222,7 @@ class PredictorPolicy:
         if c.backchannel_threshold > 0:
             d = replace(d, backchannel_prob=c.backchannel_threshold)
         if c.end_of_turn_threshold > 0:
-            d = replace(d, eot_threshold=_logit(c.end_of_turn_threshold))
+            d = replace(d, eot_threshold=logit(c.end_of_turn_threshold))
         if c.backchannel_opportunity_threshold > 0:
             d = replace(d, bco_prob=c.backchannel_opportunity_threshold)
         if c.end_of_turn_min_silence_ms >= 0:
@@ -384,10 +385,10 @@ class PredictorPolicy:
         p_text = self.text(text) if x.silence > 0 and d.eot_w_text else None
         ws = words(text)
         cont = float(bool(ws) and ws[-1] in CONTINUATION_WORDS)
-        z = d.eot_bias + d.eot_w_model * _logit(p["end_of_turn"]) + d.eot_w_cont * cont
+        z = d.eot_bias + d.eot_w_model * logit(p["end_of_turn"]) + d.eot_w_cont * cont
         z += d.eot_w_silence * min(x.silence, 2.0)
         if p_text is not None:
-            z += d.eot_w_text * _logit(p_text)
+            z += d.eot_w_text * logit(p_text)
             p["text_end"] = p_text
         return z
 

@@ -3,11 +3,11 @@
 Never on real recordings: those are the validation that says whether it worked.
 ``fit_decisions(weights, dev_wavs)`` runs the network once over every dev case, then
 
-* **end of turn**: fits a logistic regression on the silent frames of user turns (1 in
-  the window after the user's last word, 0 inside a pause they resume from) over the
-  fused features (``logit p(end_of_turn)``, ``logit p(text ends)``, a trailing
-  continuation word, the silence so far), then slides its bias to the fastest
-  operating point whose premature cut-offs stay at or under ``MAX_PREMATURE``;
+* **end of turn**: the model's and the text's evidence are added on the logit scale with
+  a hazard that grows with the silence; the text's weight, the slope and the threshold are
+  searched for the fastest p50 delay whose premature cut-offs stay at or under
+  ``MAX_PREMATURE`` (a frame-level logistic fit was tried first: on generated voices it
+  gave the text almost no weight and slower operating points);
 * **while the agent speaks**: searches a small grid of pause and commit settings for the
   fewest backchannels stopped or paused plus missed barge-ins (weighted), then the
   fastest stop.
@@ -27,18 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from duplex.config import PredictorConfig
-from duplex.turn import PolicyInput, PolicyOutput, words
+from duplex.turn import PolicyInput, PolicyOutput
 from policies.eval import runner_for, score_case, summarise
-from policies.features import CONTINUATION_WORDS
 from policies.harness import load_case
-from policies.predictor import DecisionParams, PredictorPolicy, _logit
+from policies.predictor import DecisionParams, PredictorPolicy
 
 log = logging.getLogger(__name__)
 
 MAX_PREMATURE = 0.03
 """Premature cut-offs allowed on dev holds when choosing the end-of-turn operating point."""
-DECISION_REGION_S = 1.2
-"""Frames later into a silence than this are not fitted on: by then every policy knows."""
 MISSED_WEIGHT = 2.0
 """A missed barge-in costs this many backchannels stopped (the user has to repeat themselves)."""
 
@@ -63,58 +60,21 @@ class _Replay:
         return out
 
 
-def _logistic_fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
-    """Weights (bias last) of a class-balanced logistic regression by Newton's method."""
-    xb = np.hstack([x, np.ones((len(x), 1))])
-    w = np.zeros(xb.shape[1])
-    pos = max(float(y.mean()), 1e-6)
-    sw = np.where(y > 0.5, 0.5 / pos, 0.5 / max(1.0 - pos, 1e-6))
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-(xb @ w)))
-        g = xb.T @ (sw * (p - y)) + l2 * w
-        h = (xb * (sw * p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
-        step = np.linalg.solve(h, g)
-        w -= step
-        if np.abs(step).max() < 1e-6:
-            break
-    return w
-
-
 def fit_decisions(weights: Path, dev_wavs: Sequence[Path], text_eou: bool = True) -> dict[str, float]:
     """The decision parameters for ``weights``, fitted on ``dev_wavs`` (see the module docstring)."""
     pol = PredictorPolicy(PredictorConfig(weights=str(weights)), params=DecisionParams(), text_eou=text_eou)
     prepared = []
-    rows: list[list[float]] = []
-    labels: list[float] = []
     for wav in dev_wavs:
         case = load_case(wav)
         runner = runner_for(wav, case)
         pol.reset()
         pa, pu = [], []
-        t_eot = [(e.start, e.end) for e in case.events if e.label == "end_of_turn"]
-        t_hold = [(e.start, e.end) for e in case.events if e.label == "hold"]
         for x in runner.inputs():
             a, u = pol.model.step(pol.features(x))
             pa.append(a)
             pu.append(u)
-            pol._track_words(x)
-            if x.agent_speaking or not x.user_turn_open or x.silence <= 0 or x.silence > DECISION_REGION_S:
-                continue
-            y = 1.0 if any(s <= x.t <= e for s, e in t_eot) else 0.0 if any(s <= x.t <= e for s, e in t_hold) else None
-            if y is None:
-                continue
-            text = pol.turn_text
-            ws = words(text)
-            p_text = pol.text(text) if text_eou else None
-            rows.append([_logit(float(u[1])), _logit(p_text) if p_text is not None else 0.0,
-                         float(bool(ws) and ws[-1] in CONTINUATION_WORDS), min(x.silence, 2.0)])
-            labels.append(y)
         prepared.append((case, runner, _Replay(pol, np.array(pa), np.array(pu))))
     base = DecisionParams()
-    x, y = np.array(rows), np.array(labels)
-    if len(y) and 0 < y.mean() < 1:
-        w = _logistic_fit(x, y)
-        log.info("end-of-turn logistic fit on %d frames (%.0f %% ends), for reference: %s", len(y), 100 * y.mean(), np.round(w, 3))
 
     def run(params: DecisionParams) -> dict:
         pol.params = params
