@@ -414,7 +414,9 @@ class SpeakerConfig(Section):
 
     SECTION: ClassVar[str] = "speaker"
 
-    enabled: bool = True
+    enabled: bool = False
+    """On: the agent's own voice (and, with a user enrolled, other voices) cannot barge in.
+    The default follows ``benchmarks/speaker_gate.py`` (``benchmarks/results/speaker_gate.json``)."""
     profile: str = "user"
     """The enrolled voice (``duplex enroll --name``). Not enrolled: only the agent's own voice is recognised."""
     min_window_s: float = ranged(0.4, 0.1, 3.2)
@@ -435,6 +437,18 @@ class SpeakerConfig(Section):
     """Added per second a window is shorter than 1.6 s (short windows score lower)."""
     slope: float = ranged(0.05, 0.0, 1.0, lo_open=True)
     """Similarity distance from a threshold at which confidence reaches 0.46 (tanh scale)."""
+    reject_confidence: float = ranged(0.2, 0.0, 1.0)
+    """The engine overrides a barge-in, pause or end of turn only on an ``agent`` or
+    ``other_speaker`` verdict at least this confident."""
+    hold_barge_in: Literal["play", "pause", "off"] = "play"
+    """A barge-in decided before the gate's first verdict waits for it (or for the speech
+    to end): ``play`` keeps the agent talking meanwhile (its echo stays audible to the
+    gate), ``pause`` holds playback (the agent is silent as fast as without the gate, but
+    a pause also silences the echo the gate would recognise); ``off`` commits at once,
+    unscreened."""
+    screen_turns: bool = True
+    """With a user enrolled, also screen speech while the agent is silent: a turn spoken
+    only by another voice gets no reply (its end of turn is dropped)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

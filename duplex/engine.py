@@ -48,6 +48,7 @@ from duplex.events import (
     Notice,
     PolicyFrame,
     SessionEnded,
+    SpeakerHeard,
     StageError,
     StateChanged,
 )
@@ -55,6 +56,7 @@ from duplex.floor import EngineStats, Floor, FloorView
 from duplex.history import History
 from duplex.listener import Listener, ListenerFrame
 from duplex.stages.factory import Models, PolicyFactory
+from duplex.stages.speaker import SpeakerTrack, SpeakerVerdict
 from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,10 @@ class Engine:
         self.floor = Floor(cfg, models, player=self.player, listener=self.listener, listen_pool=self._listen_pool,
                            clock=self.clock, emit=self._emit, history=self.history, stats=self.stats,
                            live=self.live)
+        gate = models.speaker_gate if cfg.speaker.enabled else None
+        self.speaker = SpeakerTrack(gate.fresh()) if gate is not None else None
+        """Who is speaking (``speaker.enabled``): fed in the executor hop, read by the floor."""
+        self.floor.screen = self.speaker is not None
         self._frame_index = 0
         self._state = AgentState.LISTENING
         self._muted = False
@@ -164,6 +170,7 @@ class Engine:
         """Run until the input ends (then drain the agent's reply) or ``end()`` is called."""
         self.policy.reset()
         self.listener.reset()
+        self._announce_speaker_gate()
         ended_by = "input ended"
         try:
             async for mic in self.source.frames():
@@ -224,7 +231,7 @@ class Engine:
         for tap in self._taps:
             tap(t_start, mic, played.audio)
         policy = self.policy
-        lf, x, out = await asyncio.get_running_loop().run_in_executor(
+        lf, x, out, heard = await asyncio.get_running_loop().run_in_executor(
             self._listen_pool, self._hear, policy, mic, played.audio, self.floor.view(),
             (i + 1) * FRAME_S if sim else None)
         poll = getattr(self.aec, "poll", None)
@@ -242,6 +249,9 @@ class Engine:
                                    probs=tuple(sorted((k, round(float(v), 4)) for k, v in out.probs.items()))))
         self._emit(Levels(t, mic_db=round(level_db(x.mic), 2), out_db=round(level_db(played.audio), 2),
                           vad=round(lf.vad, 4)))
+        if heard is not None:
+            self._emit(SpeakerHeard(t, label=heard.label, sim_user=heard.sim_user, sim_agent=heard.sim_agent,
+                                    confidence=heard.confidence, window=heard.window_s))
         await self.floor.decide(out.decision, x, lf, t)
         state = await self.floor.settle(lf.user_speaking)
         if self._muted:
@@ -251,14 +261,23 @@ class Engine:
             self._emit(StateChanged(self.clock.now(), state=state))
 
     def _hear(self, policy: TurnPolicy, mic: np.ndarray, playback: np.ndarray, floor: FloorView,
-              t_sim: float | None) -> tuple[ListenerFrame, PolicyInput, PolicyOutput]:
-        """Executor thread: echo cancellation, the listener, then the policy, on one frame."""
+              t_sim: float | None) -> tuple[ListenerFrame, PolicyInput, PolicyOutput, SpeakerVerdict | None]:
+        """Executor thread: echo cancellation, the listener, the speaker gate, then the
+        policy, on one frame. Returns the gate's verdict too when it embedded this frame."""
         raw_mic = mic
         if self.aec is not None:
             mic = self.aec.process(mic, playback)
         lf = self.listener.step(mic)
+        t = t_sim if t_sim is not None else self.clock.now()
+        v: SpeakerVerdict | None = None
+        new = False
+        if self.speaker is not None:
+            v, new = self.speaker.step(mic, t=t, speaking=lf.user_speaking, voiced=lf.vad >= self.cfg.vad.threshold,
+                                       started=lf.started,
+                                       speech_run=lf.speech_run, agent_speaking=floor.agent_speaking,
+                                       agent_audible=floor.agent_speaking and not floor.agent_paused)
         x = PolicyInput(
-            t=t_sim if t_sim is not None else self.clock.now(),
+            t=t,
             mic=mic,
             playback=playback,
             vad=lf.vad,
@@ -272,8 +291,21 @@ class Engine:
             user_turn_open=floor.user_turn_open or (lf.started and not floor.agent_speaking),
             raw_mic=raw_mic if self.aec is not None else None,
             agent_paused=floor.agent_paused,
+            speaker=v.label if v is not None else None,
+            speaker_confidence=v.confidence if v is not None else 0.0,
+            speaker_sim_user=v.sim_user if v is not None else None,
+            speaker_sim_agent=v.sim_agent if v is not None else None,
         )
-        return lf, x, policy.step(x)
+        return lf, x, policy.step(x), (v if new else None)
+
+    def _announce_speaker_gate(self) -> None:
+        """One notice at the start: which speaker mode is on (recorded with the session)."""
+        if self.speaker is not None:
+            self.speaker.reset()
+            self._emit(Notice(self.clock.now(), message=self.speaker.gate.describe()))
+        elif self.cfg.speaker.enabled:
+            self._emit(Notice(self.clock.now(), message="speaker gate: enabled in the config but not loaded with "
+                                                        "the models; every voice can take the turn"))
 
     def _emit(self, ev: Event) -> None:
         self.bus.publish(ev)

@@ -269,6 +269,43 @@ class OverlapIgnored(ControlEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class OtherSpeaker(ControlEvent):
+    """Speech the speaker gate judged not the user's held its decision back.
+
+    ``label`` is ``agent`` (what is left of the agent's own voice after echo
+    cancellation) or ``other_speaker`` (a TV, another person); ``suppressed`` the
+    decision it overrode (``barge_in``, ``pause``, ``end_of_turn``); ``onset`` when that
+    speech began. ``sim_user``/``sim_agent`` are the running similarities (1.6 s
+    equivalent; ``None`` without a profile), ``confidence`` the gate's (0..1).
+    """
+
+    label: str = "other_speaker"
+    suppressed: str = ""
+    onset: float = 0.0
+    sim_user: float | None = None
+    sim_agent: float | None = None
+    confidence: float = 0.0
+    DECISION: ClassVar[bool] = True
+    # Similarities are float32 LSTM outputs: the label and the time are the decision.
+    NOT_COMPARED: ClassVar[tuple[str, ...]] = ("sim_user", "sim_agent", "confidence")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerHeard(DataEvent):
+    """The speaker gate's reading of the current speech run, each time it embeds.
+
+    ``label`` is ``user``, ``agent``, ``other_speaker`` or ``unknown``; ``window`` the
+    seconds of the run heard so far. What the TUI shows as "who is speaking".
+    """
+
+    label: str = "unknown"
+    sim_user: float | None = None
+    sim_agent: float | None = None
+    confidence: float = 0.0
+    window: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStopped(ControlEvent):
     """The speaker went silent after a barge-in; ``latency`` is onset to silence."""
 

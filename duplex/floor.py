@@ -15,6 +15,11 @@ objects thrown away whole (Pipecat's lesson):
 * :class:`~duplex.reply.Reply` — the agent's reply in flight (its heard text and latency).
 * :class:`AgentBackchannels` — the agent's own "mm-hmm": only in a pause of the
   user's, rate-limited, cut if the user speaks again within it.
+
+With the speaker gate on (``screen``), :meth:`Floor.decide` screens the policy's
+decision first (:meth:`Floor.screen_decision`): speech the gate calls the agent's own
+voice or another speaker cannot barge in, pause the reply or end a turn
+(``OtherSpeaker`` says so instead); see "Who is speaking" in :mod:`duplex.turn`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from duplex.events import (
     EndOfTurn,
     Event,
     Notice,
+    OtherSpeaker,
     OverlapIgnored,
     TurnLatency,
     UserSpeechEnded,
@@ -58,6 +64,7 @@ from duplex.history import History
 from duplex.listener import Listener, ListenerFrame
 from duplex.reply import Reply, TurnTiming, Voice
 from duplex.stages.factory import Models
+from duplex.stages.speaker import SpeakerVerdict
 from duplex.turn import PolicyInput
 
 SPECULATE_AFTER_S = 0.096
@@ -75,6 +82,8 @@ class UserTurn:
     """Final texts of this turn's utterances, in order."""
     speculation: Reply | None = None
     """A reply started when the user went quiet, its audio held until end of turn."""
+    others: set[int] = field(default_factory=set)
+    """Utterances the speaker gate heard as another voice: a turn of only these gets no reply."""
 
     @property
     def text(self) -> str:
@@ -94,6 +103,9 @@ class Overlap:
     onset: float
     paused_at: float | None = None
     """When the policy paused the reply; ``None`` while it plays."""
+    held_barge_in: bool = False
+    """The policy decided a barge-in before the speaker gate's first verdict: the reply is
+    paused and the barge-in commits on that verdict (unless it is another voice)."""
 
     def paused_for(self, t: float) -> float:
         return 0.0 if self.paused_at is None else t - self.paused_at
@@ -180,6 +192,11 @@ class Floor:
         self._speech_end = (0.0, 0.0)
         """(when the user's last speech run ended, what its final ASR cost)."""
         self.turn = 0
+        self.screen = False
+        """The speaker gate is on: :meth:`screen_decision` screens every decision."""
+        self._rejected_utterance = -1
+        """The utterance an ``OtherSpeaker`` was emitted for (one per speech run)."""
+        self._drop_turn = False
 
     # --- what the tick asks ------------------------------------------------------------------
 
@@ -275,7 +292,69 @@ class Floor:
 
     # --- decisions ---------------------------------------------------------------------------
 
+    def screen_decision(self, d: Decision | None, x: PolicyInput, lf: ListenerFrame, t: float) -> Decision | None:
+        """The policy's decision, screened by who is speaking (the speaker gate's verdict in ``x``).
+
+        While the agent speaks: a barge-in or pause on speech that is confidently the
+        agent's own voice or another speaker's becomes ``CONTINUE`` (``RESUME`` if paused),
+        and ``OtherSpeaker`` is emitted once for the run; a barge-in before the first
+        verdict is held (a pause) until it comes or the speech ends. While the user has
+        the floor: an end of turn whose last speech was another voice drops the turn.
+        """
+        if not self.screen:
+            return d
+        rejected = x.speaker in ("agent", "other_speaker") and \
+            x.speaker_confidence >= self.cfg.speaker.reject_confidence - 1e-9
+        ov = self.overlap
+        if x.agent_speaking and self.reply is not None:
+            held = ov is not None and ov.held_barge_in
+            if rejected:
+                if d in (Decision.BARGE_IN, Decision.PAUSE) or held or self.paused:
+                    suppressed = Decision.BARGE_IN if held else (d if d in (Decision.BARGE_IN, Decision.PAUSE)
+                                                                 else Decision.PAUSE)
+                    self._other_speaker(x, lf, t, suppressed, ov.onset if ov is not None else t)
+                    if ov is not None:
+                        ov.held_barge_in = False
+                    return Decision.RESUME if self.paused else Decision.CONTINUE
+                return d
+            if held:
+                assert ov is not None
+                if x.speaker is not None or not x.user_speaking:
+                    ov.held_barge_in = False  # a verdict (the user's, or unsure), or the speech ended
+                    return Decision.BARGE_IN
+                return Decision.CONTINUE
+            hold = self.cfg.speaker.hold_barge_in
+            if d is Decision.BARGE_IN and hold != "off" and x.user_speaking and x.speaker is None:
+                self.overlap = ov = ov or Overlap(t - lf.speech_run)
+                ov.held_barge_in = True
+                return Decision.PAUSE if hold == "pause" and not self.paused else Decision.CONTINUE
+            return d
+        user = self.user
+        if user is not None and self.reply is None and rejected and (lf.ended or d is Decision.END_OF_TURN):
+            user.others.add(lf.utterance)
+            if d is Decision.END_OF_TURN and user.utterances <= user.others:
+                self._other_speaker(x, lf, t, d, user.onset)
+                self._drop_turn = True
+                return None
+        return d
+
+    def _other_speaker(self, x: PolicyInput, lf: ListenerFrame, t: float, suppressed: Decision,
+                       onset: float) -> None:
+        if lf.utterance == self._rejected_utterance and suppressed is not Decision.END_OF_TURN:
+            return
+        self._rejected_utterance = lf.utterance
+        self._emit(OtherSpeaker(t, label=x.speaker or "other_speaker", suppressed=suppressed.value,
+                                onset=round(onset, 6), sim_user=x.speaker_sim_user,
+                                sim_agent=x.speaker_sim_agent, confidence=x.speaker_confidence))
+
     async def decide(self, decision: Decision | None, x: PolicyInput, lf: ListenerFrame, t: float) -> None:
+        decision = self.screen_decision(decision, x, lf, t)
+        if self._drop_turn:
+            # The whole turn was another voice's: no reply, and the history does not keep it.
+            self._drop_turn = False
+            await self._drop_speculation()
+            self.user = None
+            return
         cut = self.agent_bc.cut_if_user_speaks(lf.silence)
         if cut is not None:
             self._emit(BackchannelCancelled(t, onset=cut))

@@ -35,6 +35,18 @@ barge-in may return ``PAUSE`` on any frame where ``agent_speaking`` is true and
 ``PAUSE`` while already paused, ``RESUME`` while not paused, and either while the agent
 is not speaking are ignored. Policies that never return ``PAUSE`` (``rules``,
 ``smart-turn``) see ``agent_paused`` false throughout and behave as before.
+
+Who is speaking
+---------------
+With ``speaker.enabled`` the engine feeds the speech heard while the agent speaks or
+is paused (and, with a user enrolled, every speech run) to a speaker gate
+(:mod:`duplex.stages.speaker`) in the same executor hop as the policy. After the
+policy decides, the engine screens its decision: a ``BARGE_IN``, ``PAUSE`` or
+``END_OF_TURN`` on speech the gate confidently calls ``agent`` (echo residual) or
+``other_speaker`` becomes "keep talking" (a pause is resumed) and ``OtherSpeaker`` is
+emitted instead. A ``BARGE_IN`` decided before the gate's first verdict (it needs
+``speaker.min_window_s`` of speech) waits for that verdict, the agent playing on (or
+paused: ``speaker.hold_barge_in``); a run that ends before it is embedded as it is.
 """
 
 from __future__ import annotations
@@ -106,6 +118,15 @@ class PolicyInput:
     """The microphone before echo cancellation, when AEC is on."""
     agent_paused: bool = False
     """The policy's ``PAUSE`` holds the reply's playback (see "Pause, then decide" above)."""
+    speaker: str | None = None
+    """The speaker gate's label for the current speech run (``user``, ``agent``,
+    ``other_speaker``, ``unknown``); ``None`` when the gate is off or has not heard this run.
+    The engine acts on it after the policy (see "Who is speaking" above); a policy may read it."""
+    speaker_confidence: float = 0.0
+    speaker_sim_user: float | None = None
+    """Running similarity to the enrolled user (1.6 s equivalent); ``None`` without enrolment."""
+    speaker_sim_agent: float | None = None
+    """Running similarity to the agent's own TTS voice (1.6 s equivalent)."""
 
 
 @dataclass(frozen=True, slots=True)

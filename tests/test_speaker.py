@@ -346,7 +346,8 @@ def test_make_speaker_gate_caches_the_agent_voice_and_finds_the_user(enc, tts, t
 
     store = ProfileStore(tmp_path)
     assert make_speaker_gate(SpeakerConfig(enabled=False), tts, store=store, encoder=enc) is None
-    gate = make_speaker_gate(SpeakerConfig(), tts, tts_voice="joe", store=store, encoder=enc)
+    on = SpeakerConfig(enabled=True)
+    gate = make_speaker_gate(on, tts, tts_voice="joe", store=store, encoder=enc)
     assert gate.user is None and gate.agent is not None
     assert "no enrolled user" in gate.describe()
     assert len(list((tmp_path / "agent").glob("agent-*.json"))) == 1
@@ -357,7 +358,7 @@ def test_make_speaker_gate_caches_the_agent_voice_and_finds_the_user(enc, tts, t
             raise AssertionError("the cached agent profile must be used")
 
     store.save(make_profile("user"))
-    again = make_speaker_gate(SpeakerConfig(), NoSynthesis(), tts_voice="joe", store=store, encoder=enc)
+    again = make_speaker_gate(on, NoSynthesis(), tts_voice="joe", store=store, encoder=enc)
     assert np.allclose(again.agent.embedding, gate.agent.embedding, atol=1e-6)
     assert again.user is not None and again.user.name == "user"
     assert "user 'user' enrolled" in again.describe()

@@ -189,6 +189,7 @@ class DuplexApp(App[int]):
         if "state" in dirty:
             self.statebar.state = view.state
             self.statebar.muted = view.muted
+            self.statebar.speaker = view.speaker
             self.statebar.ended = view.ended
         if "signals" in dirty:
             if view.thresholds != self.signals.thresholds:

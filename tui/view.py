@@ -48,9 +48,11 @@ from duplex.events import (
     Levels,
     Muted,
     Notice,
+    OtherSpeaker,
     OverlapIgnored,
     PolicyFrame,
     SessionEnded,
+    SpeakerHeard,
     StageError,
     StateChanged,
     TurnLatency,
@@ -399,6 +401,11 @@ class SessionView:
         self.state = AgentState.LISTENING
         self.muted = False
         self.ended: str | None = None
+        self.speaker = ""
+        """Who is speaking, as the speaker gate last heard it (``user``, ``agent``,
+        ``other_speaker``, ``unknown``; empty when nobody is, or the gate is off)."""
+        self.speaker_sim: float | None = None
+        """The similarity behind ``speaker`` (to the user, or to the agent for ``agent``)."""
         self.signals: dict[str, Series] = {"mic_db": Series(), "out_db": Series(), "vad": Series()}
         self.probs: dict[str, Series] = {}
         self.thresholds: dict[str, float] = {}
@@ -452,6 +459,24 @@ class SessionView:
                 self._log(ev, "speech start", "over the agent" if ev.agent_speaking else "")
             case UserSpeechEnded():
                 self._log(ev, "speech end", f"{ev.duration * 1000:.0f} ms of speech")
+                if self.speaker:
+                    self.speaker, self.speaker_sim = "", None
+                    self.dirty.add("state")
+            case SpeakerHeard():
+                self.speaker = ev.label
+                self.speaker_sim = ev.sim_agent if ev.label == "agent" else ev.sim_user
+                self.dirty.add("state")
+                return
+            case OtherSpeaker():
+                tr.overlap_ignored()
+                self.speaker = ev.label
+                self.speaker_sim = ev.sim_agent if ev.label == "agent" else ev.sim_user
+                self.dirty.add("state")
+                sims = ", ".join(f"{k} {v:.2f}" for k, v in (("user", ev.sim_user), ("agent", ev.sim_agent))
+                                 if v is not None)
+                who = "the agent's own voice (echo)" if ev.label == "agent" else "another voice"
+                self._log(ev, "other speaker", f"{who} kept from {ev.suppressed.replace('_', ' ')} "
+                          f"(similarity {sims or '-'}, confidence {ev.confidence:.2f})", "decision")
             case EndOfTurn():
                 self._log(ev, "end of turn", f"turn {ev.turn}, {ev.delay * 1000:.0f} ms after speech: {ev.text!r}",
                           "decision")

@@ -28,6 +28,7 @@ from duplex.commands.common import (
 from duplex.config import Config
 from duplex.errors import ConfigError
 from duplex.simuser import load_script
+from duplex.stages.speaker import mode_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +58,7 @@ def converse(args: argparse.Namespace, cfg: Config, input_wav: str | None, simul
         load_script(simulate)
     with session_dir(args, cfg, "run") as out:
         models = load_all_models(cfg)
+        print(mode_line(cfg.speaker, models.speaker_gate))  # on stdout: stderr is for problems
         source = make_source(input_wav, simulate, models, realtime)
         printer = [] if quiet else [ConsolePrinter()]
         # With a session, the recorder writes agent.wav into it; --agent-wav is for --no-record.

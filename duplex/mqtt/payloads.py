@@ -36,6 +36,7 @@ from duplex.events import (
     EndOfTurn,
     Event,
     Muted,
+    OtherSpeaker,
     SessionEnded,
     StageError,
     StateChanged,
@@ -57,6 +58,7 @@ EVENT_TYPES = (
     "barge_in",
     "agent_paused",
     "agent_resumed",
+    "other_speaker",
     "backchannel",
     "latency",
     "error",
@@ -209,6 +211,10 @@ class EventMapper:
             case AgentResumed(turn=turn, paused_for=paused_for, timeout=timeout, text=text):
                 return self.event("agent_resumed", t, turn=turn, paused_ms=_ms(paused_for), timeout=timeout,
                                   transcript=text)
+            case OtherSpeaker(label=label, suppressed=suppressed, onset=onset, sim_user=su, sim_agent=sa,
+                              confidence=confidence):
+                return self.event("other_speaker", t, label=label, suppressed=suppressed, onset_t=round(onset, 6),
+                                  sim_user=su, sim_agent=sa, confidence=confidence)
             case Backchannel(who=who, text=text):
                 return self.event("backchannel", t, who=who, text=text)
             case TurnLatency() as lat:

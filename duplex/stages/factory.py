@@ -19,6 +19,7 @@ from duplex.config import PolicyConfig
 from duplex.errors import ConfigError
 from duplex.stages.asr import StreamingASR
 from duplex.stages.llm import LLM
+from duplex.stages.speaker import SpeakerGate, make_speaker_gate
 from duplex.stages.tts import TTS
 from duplex.stages.vad import VAD, SileroVAD
 from duplex.turn import TurnPolicy
@@ -44,6 +45,9 @@ class Models:
     tts: TTS
     backchannel_clip: np.ndarray | None = None
     make_policy: PolicyFactory | None = None
+    speaker_gate: SpeakerGate | None = None
+    """The speaker gate's encoder and profiles (``speaker.enabled``); each engine runs a
+    :meth:`~duplex.stages.speaker.SpeakerGate.fresh` copy of it."""
 
 
 def load_models(cfg: Config, make_policy: PolicyFactory | None, warmup: bool = True) -> Models:
@@ -56,7 +60,10 @@ def load_models(cfg: Config, make_policy: PolicyFactory | None, warmup: bool = T
     clip = np.concatenate(clip_parts) if clip_parts else None
     if warmup:
         llm.warmup()
-    return Models(vad, asr, llm, tts, clip, make_policy)
+    gate = make_speaker_gate(cfg.speaker, tts, tts_voice=cfg.tts.voice, tts_speed=cfg.tts.speed)
+    if gate is not None and warmup:
+        gate.encoder.embed(clip if clip is not None and clip.size >= 6400 else np.full(6400, 0.01, np.float32))
+    return Models(vad, asr, llm, tts, clip, make_policy, gate)
 
 
 def make_asr(cfg: ASRConfig) -> StreamingASR:

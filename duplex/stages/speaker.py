@@ -295,6 +295,8 @@ def agent_profile(encoder: SpeakerEncoder, tts: _Synth, sentences: Sequence[str]
 GateConfig = SpeakerConfig
 """The gate's windowing and thresholds are the ``[speaker]`` config section."""
 
+MIN_FORCED_S = 0.2
+"""The shortest speech a forced embedding judges (a short run that ended before ``min_window_s``)."""
 REFERENCE_WINDOW_S = PARTIAL_SAMPLES / SAMPLE_RATE
 """Thresholds are stated for 1.6 s windows; shorter windows' similarities are adjusted up."""
 
@@ -439,7 +441,7 @@ class SpeakerGate:
                 self._buffered -= len(self._buf.popleft())
             return self._buffered >= self._min and (self._n == 0 or self._since >= self._every)
 
-    def update(self, t: float) -> SpeakerVerdict | None:
+    def update(self, t: float, force: bool = False) -> SpeakerVerdict | None:
         """Embed the last ``max_window_s`` of the run and update the verdict (slow part).
 
         The lock is not held during the forward pass, so ``feed`` never waits for it; a
@@ -447,9 +449,11 @@ class SpeakerGate:
 
         Args:
             t: session-clock time the verdict is stamped with (the last fed frame's end).
+            force: embed a run shorter than ``min_window_s`` too (down to
+                :data:`MIN_FORCED_S`): a short run that ended is judged on what it had.
         """
         with self._lock:
-            if self._buffered < self._min:
+            if self._buffered < (min(self._min, int(MIN_FORCED_S * SAMPLE_RATE)) if force else self._min):
                 return None
             window = np.concatenate(self._buf)[-self._max :]
             run_s = round(self._run_samples / SAMPLE_RATE, 3)
@@ -476,6 +480,16 @@ class SpeakerGate:
             self._verdict = SpeakerVerdict(t, label, conf, su, sa, run_s, self._n)
             return self._verdict
 
+    def fresh(self) -> SpeakerGate:
+        """A gate with the same encoder, profiles and config, and no run heard (one per engine)."""
+        return SpeakerGate(self.encoder, self.user, self.agent, self.cfg)
+
+    @property
+    def mode(self) -> str:
+        """``user+agent``, ``agent`` (no enrolment: agent-voice rejection only), ``user`` or ``none``."""
+        return {(True, True): "user+agent", (False, True): "agent", (True, False): "user"}.get(
+            (self.user is not None, self.agent is not None), "none")
+
     def describe(self) -> str:
         """One line for ``duplex run``: what the gate can and cannot tell."""
         if self.user is None and self.agent is None:
@@ -485,6 +499,87 @@ class SpeakerGate:
                     "recognised; other voices count as the user")
         agent = ", agent voice known" if self.agent is not None else ""
         return f"speaker gate: user '{self.user.name}' enrolled ({self.user.speech_s:.0f} s){agent}"
+
+
+class SpeakerTrack:
+    """The engine's side of the gate: which frames it hears, and the verdict per speech run.
+
+    Called once per frame from the engine's executor hop (so embeddings run in step with
+    the frames: the same input gives the same verdicts, live or in replay). It feeds the
+    gate the frames of a speech run while the agent speaks or is paused, and, with a
+    user enrolled and ``screen_turns``, every speech run. The frames the VAD needed to
+    confirm an onset are fed too (kept in a short ring). When a run ends its verdict is
+    kept as :attr:`last` until the next run starts, so an end of turn decided in the
+    silence after it can be screened.
+    """
+
+    RING_FRAMES = 8
+    """Frames kept before an onset is confirmed (the VAD's min_speech, 256 ms at most)."""
+
+    def __init__(self, gate: SpeakerGate) -> None:
+        self.gate = gate
+        self.screen_turns = gate.cfg.screen_turns and gate.user is not None
+        self._ring: deque[np.ndarray] = deque(maxlen=self.RING_FRAMES)
+        self._feeding = False
+        self.last: SpeakerVerdict | None = None
+        """The finished run's verdict (None once a new run starts, or if it had none)."""
+
+    def reset(self) -> None:
+        self.gate.reset()
+        self._ring.clear()
+        self._feeding = False
+        self.last = None
+
+    def step(self, frame: np.ndarray, *, t: float, speaking: bool, voiced: bool, started: bool, speech_run: float,
+             agent_speaking: bool, agent_audible: bool) -> tuple[SpeakerVerdict | None, bool]:
+        """One frame; returns (the verdict that applies now, whether it is new this frame).
+
+        Args:
+            frame: the microphone frame after echo cancellation.
+            t: the frame's end on the session clock.
+            speaking: the VAD segmenter's state (a run in progress, its hangover included).
+            voiced: the VAD calls this frame speech (only such frames are embedded).
+            started: the run was confirmed on this frame.
+            speech_run: seconds of the run so far (to replay the onset from the ring).
+            agent_speaking: a reply holds the floor (playing or paused).
+            agent_audible: the agent's audio is playing now (only then can speech be its echo).
+        """
+        frame = np.asarray(frame, dtype=np.float32)
+        if started:
+            self.last = None
+        if not speaking:
+            forced = None
+            if self._feeding:
+                v = self.gate.verdict
+                if not v.n_embeddings:  # a short run: judge it on what it had
+                    v = forced = self.gate.update(t, force=True) or v
+                self.last = v if v.n_embeddings else None
+                self.gate.reset()
+                self._feeding = False
+            self._ring.append(frame)
+            return self.last, forced is not None
+        new: SpeakerVerdict | None = None
+        if not self._feeding and (agent_speaking or self.screen_turns):
+            self._feeding = True
+            # The run began before it was confirmed (or before the agent spoke): its earlier
+            # frames are in the ring.
+            back = min(len(self._ring), max(0, int(round(speech_run * SAMPLE_RATE / FRAME_SAMPLES)) - 1))
+            for old in list(self._ring)[len(self._ring) - back:] if back else []:
+                self.gate.feed(old, agent_audible)
+        self._ring.append(frame)
+        if self._feeding and voiced:
+            new = self.gate.push(frame, t, agent_audible)
+        v = self.gate.verdict if self._feeding else None
+        return (v if v is not None and v.n_embeddings else None), new is not None
+
+
+def mode_line(cfg: SpeakerConfig, gate: SpeakerGate | None) -> str:
+    """One line for ``duplex run``: whether the speaker gate is on, and what it can tell."""
+    if not cfg.enabled:
+        return "speaker gate: off (speaker.enabled = false): any voice can barge in or end a turn"
+    if gate is None:
+        return "speaker gate: enabled but not loaded: any voice can barge in or end a turn"
+    return gate.describe()
 
 
 def agent_cache_key(voice: str, speed: float, sentences: Sequence[str] = AGENT_SENTENCES) -> str:
@@ -532,6 +627,7 @@ __all__ = [
     "SpeakerEncoder",
     "SpeakerGate",
     "SpeakerLabel",
+    "SpeakerTrack",
     "SpeakerVerdict",
     "agent_profile",
     "cosine",
@@ -539,6 +635,7 @@ __all__ = [
     "length_adjustment",
     "agent_cache_key",
     "make_speaker_gate",
+    "mode_line",
     "mel_filterbank",
     "mel_frames",
     "profile_from_speech",

@@ -23,6 +23,11 @@ STATE_STYLES = {
 }
 
 
+SPEAKER_LABELS = {"user": "user", "agent": "agent (echo)", "other_speaker": "someone else", "unknown": "?"}
+"""The state bar's small "who is speaking" label, per speaker-gate label."""
+SPEAKER_STYLES = {"user": "green", "agent": "dim", "other_speaker": "bold yellow", "unknown": "dim"}
+
+
 class StateBar(Widget):
     """Two lines: the state badge, policy, recording, MQTT and microphone; then the models.
 
@@ -47,6 +52,8 @@ class StateBar(Widget):
     mqtt: reactive[str] = reactive("off")
     """off, connected, down, or unknown."""
     muted: reactive[bool] = reactive(False)
+    speaker: reactive[str] = reactive("")
+    """Who the speaker gate hears (``user``, ``agent``, ``other_speaker``, ``unknown``; empty: nobody, or off)."""
     ui_dropped: reactive[int] = reactive(0)
 
     def __init__(self, info: SessionInfo, **kw: object) -> None:
@@ -87,6 +94,9 @@ class StateBar(Widget):
         t.append(self.mqtt, {"connected": "green", "down": "bold red", "off": "dim"}.get(self.mqtt, "yellow"))
         t.append("   mic ", "dim")
         t.append("muted" if self.muted else "on", "bold yellow" if self.muted else "green")
+        if self.speaker:
+            t.append("   voice ", "dim")
+            t.append(SPEAKER_LABELS.get(self.speaker, self.speaker), SPEAKER_STYLES.get(self.speaker, "yellow"))
         if self.ui_dropped:
             t.append(f"   ui dropped {self.ui_dropped}", "yellow")
         i = self.info
