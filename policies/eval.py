@@ -43,7 +43,9 @@ from policies.realcases import source_of
 log = logging.getLogger(__name__)
 
 POLICIES = POLICY_NAMES
-AGENT_LABELS = ("barge_in", "backchannel", "noise")
+AGENT_LABELS = ("barge_in", "backchannel", "noise", "other_speaker")
+"""``other_speaker``: a voice that is not the user's (a TV, another person) while the agent
+speaks; a barge-in on it is a false barge-in caused by another voice."""
 USER_LABELS = ("end_of_turn", "hold")
 ONSET_SLACK_S = 0.05
 TAIL_S = 0.6
@@ -161,6 +163,7 @@ def summarise(scores: Sequence[CaseScore], compute: np.ndarray) -> dict:
         "false_barge_in_rate": _r(sum(p == "barge_in" for _, p in non_barge) / len(non_barge)) if non_barge else None,
         "false_barge_in_backchannel": _rate(conf, "backchannel", "barge_in"),
         "false_barge_in_noise": _rate(conf, "noise", "barge_in"),
+        "false_barge_in_other_speaker": _rate(conf, "other_speaker", "barge_in"),
         "missed_barge_in_rate": _r(sum(p != "barge_in" for _, p in barges) / len(barges)) if barges else None,
         "barge_in_latency_ms_p50": _pct(lat, 50),
         "barge_in_latency_ms_p95": _pct(lat, 95),
@@ -179,7 +182,8 @@ def summarise(scores: Sequence[CaseScore], compute: np.ndarray) -> dict:
                                               / (sum(sc.user_seconds for sc in scores) / 60)) if any(sc.user_seconds for sc in scores) else None,
         "frame_cost_ms_mean": round(float(np.mean(compute)) * 1000, 3) if compute.size else None,
         "frame_cost_ms_p95": round(float(np.percentile(compute, 95)) * 1000, 3) if compute.size else None,
-        "counts": {"barge_in": len(barges), "backchannel+noise": len(non_barge), "hold": len(holds), "end_of_turn": len(eots)},
+        "counts": {"barge_in": len(barges), "backchannel+noise": len(non_barge), "hold": len(holds), "end_of_turn": len(eots),
+                   "other_speaker": sum(t == "other_speaker" for t, _ in conf)},
     }
 
 
@@ -314,6 +318,7 @@ ROWS: list[tuple[str, str]] = [
     ("false barge-in (bc+noise)", "false_barge_in_rate"),
     ("  on backchannels", "false_barge_in_backchannel"),
     ("  on noise", "false_barge_in_noise"),
+    ("false barge-in on other voices", "false_barge_in_other_speaker"),
     ("missed barge-ins", "missed_barge_in_rate"),
     ("barge-in latency p50 ms", "barge_in_latency_ms_p50"),
     ("barge-in latency p95 ms", "barge_in_latency_ms_p95"),

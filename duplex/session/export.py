@@ -37,7 +37,9 @@ from duplex.events import (
 )
 from duplex.session.store import Session
 
-LABELS = ("backchannel", "barge_in", "noise", "end_of_turn", "hold")
+LABELS = ("backchannel", "barge_in", "noise", "end_of_turn", "hold", "other_speaker")
+"""Case labels. ``other_speaker``: a voice that is not the user's (a TV, another person) while
+the agent speaks: it must not barge in (see ``benchmarks/speaker_gate.py``)."""
 DEFAULT_HANGOVER_S = 0.192
 _RESUMED = "user resumed before the reply started"
 
