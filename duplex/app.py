@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +37,7 @@ from duplex.events import (
     TurnLatency,
 )
 from duplex.session.recorder import Recorder, Recording, as_recorded
+from duplex.stages.asr import GuardedASR
 from duplex.stages.factory import Models
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,13 @@ async def run_conversation(
         bus.subscribe(events.append)
     for s in subscribers:
         bus.subscribe(s)
+    loop = asyncio.get_running_loop()
+
+    def asr_failed(message: str) -> None:  # the listener's thread: publish on the loop
+        loop.call_soon_threadsafe(lambda: bus.publish(StageError(engine.clock.now(), stage="asr", message=message)))
+
+    # A recogniser that raises costs one utterance (no reply to it), not the conversation.
+    models = replace(models, asr=GuardedASR(models.asr, asr_failed))
     engine = Engine(cfg, models, models.make_policy(cfg.policy), source, sink or NullSink(), bus=bus,
                     aec=make_capture_aec(cfg, source, bus), policy_factory=models.make_policy)
     attach = getattr(source, "attach", None)

@@ -26,7 +26,7 @@ import numpy as np
 from duplex.audio.player import PlayedChunk, Player, Segment, word_timing
 from duplex.clock import Clock, PerfTimer
 from duplex.config import TTSConfig
-from duplex.errors import DuplexError
+from duplex.errors import DuplexError, LLMError, TTSError
 from duplex.events import Event, LanguageDetected, LLMToken, Notice, StageError, TextToTTS, TurnLatency
 from duplex.stages.chunker import TextChunker
 from duplex.stages.factory import make_tts
@@ -37,6 +37,20 @@ from duplex.stages.tts import TTS
 log = logging.getLogger(__name__)
 
 _DONE = object()
+
+DEFAULT_STALL_S = 10.0
+"""How long a reply waits for the LLM's next piece when the backend names no
+``read_timeout_s`` (the config's default)."""
+APOLOGY = "Sorry, I lost my train of thought."
+"""What the agent says when its reply failed before any of it was spoken (if the TTS
+still works; otherwise it stays silent). It keeps listening either way."""
+
+
+def stall_timeout(llm: object) -> float:
+    """Seconds without a piece after which a reply gives up on ``llm``: its config's
+    ``llm.read_timeout_s`` (the same bound the HTTP backend puts on every read)."""
+    t = getattr(getattr(llm, "cfg", None), "read_timeout_s", None)
+    return float(t) if isinstance(t, (int, float)) and t > 0 else DEFAULT_STALL_S
 
 
 @dataclass
@@ -154,7 +168,10 @@ class Reply:
             raise
         except DuplexError as exc:
             self.error = str(exc)
-            self.emit(StageError(self.clock.now(), stage="reply", message=str(exc)))
+            self.cancel_flag.set()  # the LLM's thread stops: nothing more of this reply is spoken
+            self.emit(StageError(self.clock.now(), stage=_stage_of(exc), message=str(exc)))
+            if self._chunks == 0 and not isinstance(exc, TTSError):
+                await self._apologise()
         finally:
             self.produced_all = True
             self.audio_event.set()
@@ -177,12 +194,20 @@ class Reply:
                 loop.call_soon_threadsafe(q.put_nowait, _DONE)
 
         loop.run_in_executor(self.llm_pool, worker)
+        stall_s = stall_timeout(llm)
         while True:
-            item = await q.get()
+            try:
+                item = await asyncio.wait_for(q.get(), stall_s)
+            except TimeoutError:
+                # A stalled model cannot be interrupted (llama.cpp is in C): stop waiting
+                # for it; its thread stops at the next token it yields, if ever.
+                flag.set()
+                raise LLMError(f"the LLM sent nothing for {stall_s:g} s (llm.read_timeout_s); "
+                               "reply abandoned") from None
             if item is _DONE:
                 break
             if isinstance(item, BaseException):
-                raise DuplexError(f"LLM failed: {item}") from item
+                raise LLMError(f"LLM failed: {item}") from item
             piece = str(item)
             if self.first_token_wall is None:
                 self.first_token_wall = PerfTimer.now()
@@ -209,10 +234,10 @@ class Reply:
 
         try:
             audio = await loop.run_in_executor(self.tts_pool, synth)
-        except DuplexError:
+        except TTSError:
             raise
         except Exception as exc:  # piper/onnxruntime errors are untyped
-            raise DuplexError(f"TTS failed on {text!r}: {exc}") from exc
+            raise TTSError(f"TTS failed on {text!r}: {exc}") from exc
         if self.cancelled or audio.size == 0:
             return
         if self.first_audio_wall is None:
@@ -225,6 +250,16 @@ class Reply:
             await asyncio.sleep(0.01)
         self.player.enqueue(seg)
         self.audio_event.set()
+
+    async def _apologise(self) -> None:
+        """The reply failed before a word of it was spoken: say so briefly (spoken and
+        recorded like any reply), or stay silent if the voice fails too."""
+        if self.cancelled:
+            return
+        try:
+            await self._speak(APOLOGY)
+        except TTSError as exc:
+            self.emit(StageError(self.clock.now(), stage="tts", message=str(exc)))
 
     # --- accounting ------------------------------------------------------------------------
 
@@ -264,6 +299,15 @@ class Reply:
     @property
     def heard_text(self) -> str:
         return " ".join(self.heard)
+
+
+def _stage_of(exc: DuplexError) -> str:
+    """The stage a reply's error names in its :class:`StageError`."""
+    if isinstance(exc, LLMError):
+        return "llm"
+    if isinstance(exc, TTSError):
+        return "tts"
+    return "reply"
 
 
 class Voice:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +13,8 @@ import numpy as np
 from duplex.audio import CHUNK_SAMPLES, SAMPLE_RATE
 from duplex.audio.wav import IncrementalWav
 from duplex.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 
 class AudioSink(Protocol):
@@ -101,6 +104,10 @@ class PyAudioSink:
             self._ring.clear()
 
     def close(self) -> None:
-        self._stream.stop_stream()
-        self._stream.close()
-        self._pa.terminate()
+        """Stop the device; one that disappeared may refuse (PortAudio's OSError): the
+        conversation is over and its session closed already, so that is only logged."""
+        for step in (self._stream.stop_stream, self._stream.close, self._pa.terminate):
+            try:
+                step()
+            except OSError as exc:
+                log.warning("closing the speaker: %s", exc)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -88,6 +89,99 @@ class PocketSphinxASR:
         self._active = False
         hyp = self._dec.hyp()
         return _clean(hyp.hypstr) if hyp is not None else ""
+
+
+class GuardedASR:
+    """A recogniser whose failures cost one utterance, not the conversation.
+
+    Wraps any :class:`StreamingASR` (and its optional ``reset``, ``speculate``, ``draft``,
+    ``discard_speculation``, ``partials_final``, ``language``). An exception from the
+    recogniser is reported once through ``on_error`` (the message a user can act on)
+    and the rest of that utterance is heard as nothing: ``partial`` and ``finish`` give
+    ``""``, ``draft`` ``None``, so the floor sees a turn with no words and does not
+    reply. The next utterance starts the recogniser afresh. Runs on the listener's
+    thread like the recogniser it wraps; ``on_error`` must be thread-safe.
+    """
+
+    _CALLS = frozenset({"reset", "speculate", "draft", "discard_speculation", "warmup", "close"})
+
+    def __init__(self, inner: StreamingASR, on_error: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.on_error = on_error
+        self.name = getattr(inner, "name", "asr")
+        self.failed = False
+        """The current utterance failed: ignore it until the next ``start``."""
+        self.failures = 0
+
+    def __getattr__(self, attr: str) -> Any:
+        # Optional parts of the protocol: present here exactly when the recogniser has them.
+        if attr == "inner":
+            raise AttributeError(attr)
+        value = getattr(self.inner, attr)
+        if attr == "partials_final" and self.failed:
+            return ""
+        if attr in self._CALLS and callable(value):
+            return self._guard(attr, value)
+        return value
+
+    def _guard(self, what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        fallback = None if what == "draft" else ""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.failed and what in ("speculate", "draft"):
+                return fallback
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # foreign recogniser errors are untyped
+                self._fail(what, exc)
+                return fallback
+
+        return call
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        self.failed = True
+        self.failures += 1
+        log.warning("ASR failed in %s: %s", what, exc, exc_info=exc)
+        self.on_error(f"speech recognition failed ({self.name}.{what}: {exc}); "
+                      "that utterance is lost, listening again")
+
+    def start(self) -> None:
+        self.failed = False
+        try:
+            self.inner.start()
+        except Exception as exc:  # foreign recogniser errors are untyped
+            self._fail("start", exc)
+
+    def accept(self, pcm: np.ndarray) -> None:
+        if self.failed:
+            return
+        try:
+            self.inner.accept(pcm)
+        except Exception as exc:  # foreign recogniser errors are untyped
+            self._fail("accept", exc)
+
+    def partial(self) -> str:
+        if self.failed:
+            return ""
+        try:
+            return self.inner.partial()
+        except Exception as exc:  # foreign recogniser errors are untyped
+            self._fail("partial", exc)
+            return ""
+
+    def finish(self) -> str:
+        if self.failed:
+            # Let the recogniser close the broken utterance if it can; its words are lost.
+            try:
+                self.inner.finish()
+            except Exception as exc:  # foreign recogniser errors are untyped
+                log.debug("ASR finish after a failure: %s", exc)
+            return ""
+        try:
+            return self.inner.finish()
+        except Exception as exc:  # foreign recogniser errors are untyped
+            self._fail("finish", exc)
+            return ""
 
 
 def _clean(text: str) -> str:
