@@ -291,6 +291,7 @@ class Engine:
             user_turn_open=floor.user_turn_open or (lf.started and not floor.agent_speaking),
             raw_mic=raw_mic if self.aec is not None else None,
             agent_paused=floor.agent_paused,
+            draft=lf.draft,
             speaker=v.label if v is not None else None,
             speaker_confidence=v.confidence if v is not None else 0.0,
             speaker_sim_user=v.sim_user if v is not None else None,

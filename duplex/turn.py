@@ -118,6 +118,10 @@ class PolicyInput:
     """The microphone before echo cancellation, when AEC is on."""
     agent_paused: bool = False
     """The policy's ``PAUSE`` holds the reply's playback (see "Pause, then decide" above)."""
+    draft: str | None = None
+    """In a pause of the user's, the final transcript of the current utterance decoded
+    ahead (Whisper, when the ASR has a decode-ahead final), else ``None``. Better words
+    than ``partial`` for the text's end-of-utterance signal."""
     speaker: str | None = None
     """The speaker gate's label for the current speech run (``user``, ``agent``,
     ``other_speaker``, ``unknown``); ``None`` when the gate is off or has not heard this run.

@@ -311,7 +311,7 @@ def eot_curve(cases: Sequence[Path], name: str, build: Callable[[str, float], Tu
 
 
 def runner_for(wav: Path, case: Case) -> CaseRunner:
-    return CaseRunner(case.audio, listen_cached(wav, case.audio[:, 1], asr=True))
+    return CaseRunner(case.audio, listen_cached(wav, case.audio[:, 1], asr=True, drafts=True))
 
 
 ROWS: list[tuple[str, str]] = [

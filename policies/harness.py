@@ -23,7 +23,7 @@ import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from duplex.clock import PerfTimer
-from duplex.config import ASRConfig, EngineConfig, VADConfig
+from duplex.config import ASRConfig, EngineConfig, VADConfig, load_config
 from duplex.errors import AudioError, PolicyError
 from duplex.events import Decision
 from duplex.listener import Listener, ListenerFrame
@@ -154,11 +154,26 @@ def agent_activity(playback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return speaking, spoken
 
 
-def make_listener(asr: bool = True) -> Listener:
-    """The engine's listener with default VAD/ASR settings (pocketsphinx unless ``asr=False``)."""
+def make_listener(asr: bool = True, drafts: bool = False) -> Listener:
+    """The engine's listener with default VAD/ASR settings.
+
+    Partials come from streaming pocketsphinx (none if ``asr=False``). With ``drafts`` the
+    recogniser is the default profile's ear (:class:`~duplex.stages.whisper_asr.WhisperFinalsASR`:
+    the same pocketsphinx partials, plus Whisper tiny.en's final decoded ahead in every
+    pause, ``ListenerFrame.draft``), waited for as the engine does in lockstep runs.
+    """
     from duplex.stages.asr import PocketSphinxASR
     from duplex.stages.vad import SileroVAD
 
+    if asr and drafts:
+        from duplex.stages.whisper_asr import WhisperFinalsASR
+
+        cfg = load_config()  # configs/default.toml: what `duplex run` hears with
+        if cfg.asr.backend != "faster-whisper" or cfg.asr.partials != "pocketsphinx":
+            raise PolicyError("the default profile's ear is no longer Whisper finals over pocketsphinx partials")
+        listener = Listener(SileroVAD(), WhisperFinalsASR.from_config(cfg.asr), cfg.vad, cfg.asr)
+        listener.wait_drafts = True
+        return listener
     return Listener(SileroVAD(), PocketSphinxASR() if asr else None, VADConfig(), ASRConfig())
 
 
@@ -173,7 +188,8 @@ def listen(mic: np.ndarray, listener: Listener) -> list[ListenerFrame]:
 LISTENER_CACHE = Path(__file__).resolve().parent / "data" / "cache" / "listener"
 
 
-def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Path | None = LISTENER_CACHE) -> list[ListenerFrame]:
+def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Path | None = LISTENER_CACHE,
+                  drafts: bool = False) -> list[ListenerFrame]:
     """:func:`listen`, memoised on disk by the microphone's content (ASR is the slow part).
 
     The listener is deterministic, so the frames of a given microphone signal never
@@ -186,12 +202,12 @@ def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Pat
     key = hashlib.sha1(np.ascontiguousarray(mic, dtype=np.float32).tobytes()).hexdigest()[:24]
     path = None
     if cache is not None:
-        path = cache / f"{key}{'' if asr else '_noasr'}.pkl"
+        path = cache / f"{key}{'' if asr else '_noasr'}{'_drafts' if asr and drafts else ''}.pkl"
         if path.exists():
             with open(path, "rb") as f:
                 return pickle.load(f)  # our own cache files, written below
     log.debug("running the listener over %s (asr=%s)", wav, asr)
-    frames = listen(mic, make_listener(asr=asr))
+    frames = listen(mic, make_listener(asr=asr, drafts=drafts))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -291,6 +307,7 @@ class CaseRunner:
             partial=f.partial,
             user_turn_open=turn_open,
             agent_paused=paused,
+            draft=f.draft,
         )
 
 

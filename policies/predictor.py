@@ -29,10 +29,12 @@ they are tuned on generated dev conversations, never on the real recordings.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
-from collections import deque
 import logging
 import math
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from duplex.audio import FRAME_MS
 from duplex.audio.wav import level_db
 from duplex.turn import BACKCHANNEL_WORDS, PolicyInput, PolicyOutput, has_stop_word, words
 from policies.features import CONTINUATION_WORDS, FEATURE_NAMES, Featurizer
+from policies.smart_turn import SmartTurnModel
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,10 @@ class DecisionParams:
     eot_w_silence: float = 6.0
     eot_threshold: float = 0.0
     min_silence_s: float = 0.1
+    eot_w_audio: float = 0.0
+    """Weight of the audio's completeness (smart-turn v3.2 over the user's turn, logit)."""
+    audio_trigger_s: float = 0.1
+    """Silence after which the audio's completeness is scored (once per pause)."""
 
     @classmethod
     def v1(cls, meta: dict) -> DecisionParams:
@@ -177,6 +184,48 @@ def _load_text_eou() -> TextEndOfUtterance:
     return TextEndOfUtterance()
 
 
+class AudioScorer:
+    """The audio end-of-utterance probability: smart-turn v3.2 on the user's turn so far.
+
+    smart-turn (pipecat's open turn detector, a Whisper-tiny encoder trained on real
+    speech, BSD-2-Clause) ships inside the ``pipecat-ai`` wheel. The predictor scores the
+    last 8 s of the user's turn once per pause (``audio_trigger_s`` into the silence),
+    50-90 ms on one core, in the policy's executor hop; scores are memoised on the
+    audio's bytes (threshold sweeps replay the same pauses). ``None`` when disabled or the
+    model is not installed.
+    """
+
+    PRE_S = 0.5
+    WINDOW_FRAMES = int((8.0 + PRE_S) * 1000 / FRAME_MS) + 1
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._model: SmartTurnModel | None = None
+        if enabled:
+            try:
+                self._model = _load_smart_turn()
+            except DuplexError as exc:
+                log.warning("audio end-of-utterance unavailable: %s", exc)
+        self._memo: dict[bytes, float] = {}
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> float | None:
+        if self._model is None or not frames:
+            return None
+        audio = np.concatenate(frames)
+        key = hashlib.blake2b(audio.tobytes(), digest_size=16).digest()
+        p = self._memo.get(key)
+        if p is None:
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            p = self._memo[key] = self._model(audio)
+        return p
+
+
+@functools.lru_cache(maxsize=1)
+def _load_smart_turn() -> SmartTurnModel:
+    return SmartTurnModel()
+
+
 def load_weights(path: str | Path = "") -> tuple[object, dict]:
     """Load ``predictor.pt`` and its ``predictor.json``; returns (StreamingPredictor, meta).
 
@@ -211,7 +260,7 @@ class PredictorPolicy:
     name = "predictor"
 
     def __init__(self, cfg: PredictorConfig | None = None, params: DecisionParams | None = None,
-                 text_eou: bool | None = None) -> None:
+                 text_eou: bool | None = None, audio_eou: bool | None = None) -> None:
         self.cfg = cfg or PredictorConfig()
         self.model, self.meta = load_weights(self.cfg.weights)
         d = params or DecisionParams.from_meta(self.meta)
@@ -229,6 +278,7 @@ class PredictorPolicy:
             d = replace(d, min_silence_s=c.end_of_turn_min_silence_ms / 1000)
         self.params = d
         self.text = TextScorer(self.meta.get("text_eou", True) if text_eou is None else text_eou)
+        self.audio = AudioScorer(bool(self.meta.get("audio_eou", False)) if audio_eou is None else audio_eou)
         self.features = Featurizer()
         self.reset()
 
@@ -252,8 +302,12 @@ class PredictorPolicy:
         self._eot_run = 0
         self._runs: list[str] = []
         self._cur = ""
+        self._draft = ""
         self._erl = ERL_INIT_DB
         self._play_hist: deque[float] = deque(maxlen=ECHO_SPAN_FRAMES)
+        self._mic_hist: deque[np.ndarray] = deque(maxlen=AudioScorer.WINDOW_FRAMES)
+        self._turn_frames = 0
+        self._p_audio: float | None = None
         self._near = 0.0
         self._far_frames = 0
 
@@ -262,6 +316,7 @@ class PredictorPolicy:
         probs = {k: float(v) for k, v in zip(AGENT_PROBS, pa, strict=True)}
         probs.update({k: float(v) for k, v in zip(USER_PROBS, pu, strict=True)})
         self._track_words(x)
+        self._track_audio(x)
         decision: Decision | None = None
         if x.agent_speaking:
             decision = self._agent_turn(x, probs)
@@ -280,17 +335,41 @@ class PredictorPolicy:
     def _track_words(self, x: PolicyInput) -> None:
         """The user's words this turn: earlier speech runs' last partials, then the current one."""
         if not x.user_turn_open and not x.agent_speaking:
-            self._runs, self._cur = [], ""
+            self._runs, self._cur, self._draft = [], "", ""
             return
-        if x.user_speaking and x.speech_run <= 0.04 and self._cur:
-            self._runs.append(self._cur)
-            self._cur = ""
+        if x.user_speaking and x.speech_run <= 0.04 and (self._cur or self._draft):
+            self._runs.append(self._draft or self._cur)
+            self._cur = self._draft = ""
         if x.partial:
             self._cur = x.partial
+        if x.draft:
+            # Whisper's decode-ahead of this utterance: better words than the partials'.
+            self._draft = x.draft
+        elif x.silence <= 0.0:
+            self._draft = ""  # the user went on: the draft no longer covers the utterance
+
+    def _track_audio(self, x: PolicyInput) -> None:
+        """The microphone since the user's turn opened (and half a second before), for smart-turn."""
+        if not self.audio.enabled:
+            return
+        self._mic_hist.append(np.asarray(x.mic, dtype=np.float32))
+        if x.user_turn_open and not x.agent_speaking:
+            self._turn_frames += 1
+        else:
+            self._turn_frames = 0
+        if x.silence <= 0.0:
+            self._p_audio = None  # a new pause is scored afresh
+
+    def turn_audio_prob(self, x: PolicyInput) -> float | None:
+        """smart-turn's probability that the turn is complete, once ``audio_trigger_s`` into a pause."""
+        if self._p_audio is None and x.silence >= self.params.audio_trigger_s:
+            n = min(len(self._mic_hist), self._turn_frames + int(AudioScorer.PRE_S * 1000 / FRAME_MS))
+            self._p_audio = self.audio(list(self._mic_hist)[-n:])
+        return self._p_audio
 
     @property
     def turn_text(self) -> str:
-        return " ".join([*self._runs, self._cur]).strip()
+        return " ".join([*self._runs, self._draft or self._cur]).strip()
 
     # --- while the agent speaks ------------------------------------------------------------
 
@@ -390,6 +469,10 @@ class PredictorPolicy:
         if p_text is not None:
             z += d.eot_w_text * logit(p_text)
             p["text_end"] = p_text
+        p_audio = self.turn_audio_prob(x) if self.audio.enabled else None
+        if p_audio is not None:
+            z += d.eot_w_audio * logit(p_audio)
+            p["audio_end"] = p_audio
         return z
 
     def _user_turn(self, x: PolicyInput, p: dict[str, float]) -> Decision:

@@ -218,6 +218,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-early-stop", action="store_true",
                     help="keep the last step's weights instead of those with the lowest dev loss")
     ap.add_argument("--tune-only", action="store_true", help="only redo the threshold search for the weights in --out")
+    ap.add_argument("--audio-eou", action="store_true",
+                    help="fuse smart-turn v3.2's audio end-of-utterance probability into the end of turn (needs pipecat-ai)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +240,10 @@ def run(a: argparse.Namespace) -> int:
     if a.tune_only:
         meta_path = a.out / "predictor.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        meta["decision"] = fit_decisions(a.out / "predictor.pt", sorted((root / "dev").glob("*.wav")))
+        audio = bool(a.audio_eou or meta.get("audio_eou", False))
+        meta["audio_eou"] = audio
+        meta["decision"] = fit_decisions(a.out / "predictor.pt", sorted((root / "dev").glob("*.wav")),
+                                         text_eou=bool(meta.get("text_eou", True)), audio_eou=audio)
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return 0
     if a.data is None:
@@ -259,7 +264,8 @@ def run(a: argparse.Namespace) -> int:
         meta["train"]["dev_loss"] = round(full_loss(model, load_split(dev_dir), cfg), 4)
         save(model, meta, a.out)
     if not a.no_tune and have_dev:
-        meta["decision"] = fit_decisions(a.out / "predictor.pt", sorted(dev_dir.glob("*.wav")))
+        meta["audio_eou"] = bool(a.audio_eou)
+        meta["decision"] = fit_decisions(a.out / "predictor.pt", sorted(dev_dir.glob("*.wav")), audio_eou=bool(a.audio_eou))
         save(model, meta, a.out)
     log.info(
         "wrote %s (%d parameters); data %.0f s, training %.0f s, total %.0f s",

@@ -60,9 +60,11 @@ class _Replay:
         return out
 
 
-def fit_decisions(weights: Path, dev_wavs: Sequence[Path], text_eou: bool = True) -> dict[str, float]:
+def fit_decisions(weights: Path, dev_wavs: Sequence[Path], text_eou: bool = True,
+                  audio_eou: bool = False) -> dict[str, float]:
     """The decision parameters for ``weights``, fitted on ``dev_wavs`` (see the module docstring)."""
-    pol = PredictorPolicy(PredictorConfig(weights=str(weights)), params=DecisionParams(), text_eou=text_eou)
+    pol = PredictorPolicy(PredictorConfig(weights=str(weights)), params=DecisionParams(), text_eou=text_eou,
+                          audio_eou=audio_eou)
     prepared = []
     for wav in dev_wavs:
         case = load_case(wav)
@@ -84,16 +86,18 @@ def fit_decisions(weights: Path, dev_wavs: Sequence[Path], text_eou: bool = True
     # hazard that grows with the silence; the text weight, the slope and the threshold are
     # searched for the fastest p50 with premature cut-offs at most MAX_PREMATURE.
     best_e: tuple[float, DecisionParams] = (math.inf, base)
-    for w_text in ((0.0, 0.5, 1.0) if text_eou else (0.0,)):
+    for w_text, w_audio in itertools.product((0.0, 0.5, 1.0) if text_eou else (0.0,),
+                                             (0.0, 0.5, 1.0, 2.0) if audio_eou else (0.0,)):
         for slope in (2.0, 4.0, 6.0, 8.0):
             for thr in np.arange(-2.0, 8.01, 1.0):
                 p = replace(base, eot_bias=0.0, eot_w_model=1.0, eot_w_text=w_text, eot_w_cont=0.0,
-                            eot_w_silence=slope, eot_threshold=float(thr), min_silence_s=0.1)
+                            eot_w_silence=slope, eot_threshold=float(thr), min_silence_s=0.1, eot_w_audio=w_audio)
                 m = run(p)
                 pm, me = m["eot_premature_rate"] or 0.0, m["eot_missed_rate"] or 0.0
                 dl = (m["eot_delay_ms_p50"] or 5000) / 1000
                 cost = dl + me if pm <= MAX_PREMATURE else 10 + 10 * pm + dl
-                log.info("eot text %.1f slope %.1f thr %.1f: premature %.3f missed %.3f p50 %.3f", w_text, slope, thr, pm, me, dl)
+                log.info("eot text %.1f audio %.1f slope %.1f thr %.1f: premature %.3f missed %.3f p50 %.3f",
+                         w_text, w_audio, slope, thr, pm, me, dl)
                 if cost < best_e[0]:
                     best_e = (cost, p)
     params = best_e[1]

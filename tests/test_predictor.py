@@ -356,3 +356,57 @@ def test_a_held_turn_is_rendered_whole_with_silent_holds(tmp_path: Path) -> None
         assert not np.any(audio[int(start * sr) + 1 : int(end * sr) - 1])  # the hold is silent
         before = audio[max(0, int(start * sr) - 3200) : int(start * sr)]
         assert np.sqrt(np.mean(before**2)) > 0.01  # and speech leads into it
+
+
+def test_whispers_draft_replaces_the_partials_words_until_the_user_goes_on() -> None:
+    pol = _v2()
+    cont, hold = np.array([0.9, 0.05, 0.05]), np.array([0.9, 0.1, 0.0])
+    pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.5, partial="what is the man made"), cont, hold)
+    assert pol.turn_text == "what is the man made"
+    pol.decide(_inp(silence=0.1, partial="what is the man made", draft="What is the moon made of?"), cont, hold)
+    assert pol.turn_text == "What is the moon made of?"
+    pol.decide(_inp(silence=0.13, partial="what is the man made"), cont, hold)
+    assert pol.turn_text == "What is the moon made of?", "the draft stays for the rest of the pause"
+    # The user goes on within the same utterance: the draft no longer covers it.
+    pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.9, partial="what is the man made of and"), cont, hold)
+    assert pol.turn_text == "what is the man made of and"
+    # A new speech run keeps the finished run's best words.
+    pol.decide(_inp(silence=0.2, partial="what is the man made of and", draft="What is the moon made of, and"), cont, hold)
+    pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.032, partial=""), cont, hold)
+    pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.3, partial="why"), cont, hold)
+    assert pol.turn_text == "What is the moon made of, and why"
+
+
+class _CountingAudioModel:
+    def __init__(self, p: float) -> None:
+        self.p, self.calls, self.lengths = p, 0, []
+
+    def __call__(self, audio: np.ndarray) -> float:
+        self.calls += 1
+        self.lengths.append(audio.size)
+        return self.p
+
+
+def test_smart_turns_audio_evidence_is_scored_once_per_pause_over_the_users_turn() -> None:
+    from duplex.audio import FRAME_SAMPLES
+
+    params = DecisionParams(eot_bias=0.0, eot_w_model=0.0, eot_w_text=0.0, eot_w_cont=0.0, eot_w_silence=0.0,
+                            eot_threshold=1.5, min_silence_s=0.1, eot_w_audio=1.0, audio_trigger_s=0.1)
+    pol = PredictorPolicy(PredictorConfig(max_silence_ms=5000), params=params, text_eou=False, audio_eou=False)
+    fake = _CountingAudioModel(0.9)  # logit(0.9) = 2.2 >= 1.5: complete
+    pol.audio.enabled, pol.audio._model = True, fake  # type: ignore[assignment]
+    cont, hold = np.array([0.9, 0.05, 0.05]), np.array([0.9, 0.1, 0.0])
+    rng = np.random.default_rng(0)
+    mic = lambda: rng.standard_normal(FRAME_SAMPLES).astype(np.float32) * 0.1  # noqa: E731
+    for k in range(30):  # ~1 s of the user's turn
+        pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.032 * (k + 1), mic=mic()), cont, hold)
+    out = [pol.decide(_inp(silence=0.032 * (k + 1), mic=mic()), cont, hold).decision for k in range(6)]
+    assert fake.calls == 1, "one score per pause, not per frame"
+    assert fake.lengths[0] == (30 + 4) * FRAME_SAMPLES, "the turn so far, its pause included"
+    assert out[:2] == [Decision.HOLD, Decision.HOLD] and Decision.END_OF_TURN in out
+    fake.p = 0.1  # incomplete: the same silence holds
+    pol.reset_decisions()
+    for k in range(30):
+        pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.032 * (k + 1), mic=mic()), cont, hold)
+    out = [pol.decide(_inp(silence=0.032 * (k + 1), mic=mic()), cont, hold).decision for k in range(6)]
+    assert Decision.END_OF_TURN not in out
