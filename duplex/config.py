@@ -446,6 +446,8 @@ class SpeakerConfig(Section):
     gate), ``pause`` holds playback (the agent is silent as fast as without the gate, but
     a pause also silences the echo the gate would recognise); ``off`` commits at once,
     unscreened."""
+    threads: int = ranged(1, 1, 64)
+    """torch intra-op threads for the encoder, set in each thread that runs it."""
     screen_turns: bool = True
     """With a user enrolled, also screen speech while the agent is silent: a turn spoken
     only by another voice gets no reply (its end of turn is dropped)."""

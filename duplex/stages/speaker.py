@@ -152,11 +152,13 @@ class SpeakerEncoder:
         weights: ``package:resemblyzer/pretrained.pt`` (default) or a path to a
             Resemblyzer-format checkpoint (``{"model_state": {...}}``).
 
-    Thread-safe: forward passes are serialised by a lock. torch's (process-wide)
-    intra-op thread setting applies; it is not changed here.
+    Thread-safe: forward passes are serialised by a lock. Each thread that runs the
+    encoder first sets its own intra-op thread count to ``threads``: OpenMP settings are
+    per thread, and a fresh executor thread otherwise uses every core; on a loaded 2-core
+    machine that measured 0.2-0.7 s per 1.6 s window instead of 0.03 s.
     """
 
-    def __init__(self, weights: str = DEFAULT_WEIGHTS) -> None:
+    def __init__(self, weights: str = DEFAULT_WEIGHTS, threads: int = 1) -> None:
         import torch
         from torch import nn
 
@@ -186,11 +188,16 @@ class SpeakerEncoder:
         self.linear.eval()
         self.weights_path = path
         self.id = ENCODER_ID
+        self.threads = threads
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _forward(self, mels: np.ndarray) -> np.ndarray:
         """``(B, T, 40)`` mel frames → ``(B, 256)`` unit embeddings."""
         torch = self._torch
+        if getattr(self._local, "threads", None) != self.threads:
+            torch.set_num_threads(self.threads)
+            self._local.threads = self.threads
         with self._lock, torch.inference_mode():
             _, (hidden, _) = self.lstm(torch.from_numpy(mels))  # hidden: (layers, B, 256)
             raw = torch.relu(self.linear(hidden[-1]))  # (B, 256)
@@ -602,7 +609,7 @@ def make_speaker_gate(cfg: SpeakerConfig, tts: _Synth | None, *, tts_voice: str 
     if not cfg.enabled:
         return None
     store = store or ProfileStore()
-    encoder = encoder or SpeakerEncoder()
+    encoder = encoder or SpeakerEncoder(threads=cfg.threads)
     user = store.load(cfg.profile) if store.exists(cfg.profile) else None
     agent = None
     if tts is not None:
