@@ -139,6 +139,7 @@ def test_five_barge_ins_record_identically_and_replay_exactly(capsys, tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 4 conversations of ~2 session-minutes: over 10 min on a loaded 2-core box
 def test_twenty_barge_ins_record_identically_and_replay_exactly(capsys, tmp_path, loaded):
     check_deterministic(capsys, tmp_path, 20)
 
@@ -182,6 +183,7 @@ def duplex_cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fresh_processes_under_cpu_load_record_identically_and_replay_exactly(tmp_path):
     """The real command, three fresh processes, two CPU burners running beside them."""
     runs = [tmp_path / f"run{k}" for k in range(N_RUNS)]
