@@ -255,6 +255,14 @@ async def run_conversation(
         bus.subscribe(events.append)
     for s in subscribers:
         bus.subscribe(s)
+    failures: dict[str, int] = {}
+    """StageErrors by stage, for the session's summary: what failed, at a glance."""
+
+    def count_failure(ev: Event) -> None:
+        if isinstance(ev, StageError):
+            failures[ev.stage] = failures.get(ev.stage, 0) + 1
+
+    bus.subscribe(count_failure)
     loop = asyncio.get_running_loop()
 
     def asr_failed(message: str) -> None:  # the listener's thread: publish on the loop
@@ -307,8 +315,11 @@ async def run_conversation(
         stats = engine.stats
     finally:
         if recorder is not None:
-            recorder.close(summary={"turns": engine.stats.turns, "barge_ins": engine.stats.barge_ins,
-                                    "backchannels": engine.stats.backchannels})
+            summary: dict[str, Any] = {"turns": engine.stats.turns, "barge_ins": engine.stats.barge_ins,
+                                       "backchannels": engine.stats.backchannels}
+            if failures:
+                summary["stage_errors"] = dict(sorted(failures.items()))
+            recorder.close(summary=summary)
         close = getattr(sink, "close", None)
         if close is not None:
             close()

@@ -78,8 +78,10 @@ def assert_recovered(session: Session, stage: str) -> StageError:
     assert isinstance(session.events[-1], SessionEnded)
     failed = errors(session.events, stage)
     assert failed, [e for e in session.events if isinstance(e, StageError)]
+    assert session.meta["summary"]["stage_errors"][stage] == len(failed)  # session.json says so too
     later = [e for e in turns_after(session.events, failed[-1].t) if e.heard and APOLOGY not in e.heard]
-    assert later, "the agent never answered again after the fault"
+    assert later, ("the agent never answered again after the fault", failed,
+                   [(e.t, e.heard) for e in session.events if isinstance(e, AgentTurnEnded)])
     return failed[0]
 
 
@@ -101,7 +103,7 @@ class FaultyLLM:
 
     name = "faulty-llm"
 
-    def __init__(self, inner: Any, fault: str, read_timeout_s: float = 1.0) -> None:
+    def __init__(self, inner: Any, fault: str, read_timeout_s: float = 4.0) -> None:
         self.inner = inner
         self.fault = fault
         self.cfg = replace(inner.cfg, read_timeout_s=read_timeout_s)
@@ -126,12 +128,14 @@ class FaultyLLM:
 
 
 async def test_llm_that_stalls_is_abandoned_after_the_read_timeout(cfg, models, tmp_path, no_tracebacks):
-    llm = FaultyLLM(models.llm, "stall", read_timeout_s=1.0)
+    # The timeout holds for the healthy replies too: long enough for a first token on a
+    # loaded 2-core machine (a 1 s one also timed the real model out there).
+    llm = FaultyLLM(models.llm, "stall", read_timeout_s=4.0)
     t0 = time.monotonic()
     result, s = await converse(cfg, models, tmp_path, llm=llm)
     assert llm.faults >= 1
     err = assert_recovered(s, "llm")
-    assert "sent nothing for 1 s" in err.message and "llm.read_timeout_s" in err.message
+    assert "sent nothing for 4 s" in err.message and "llm.read_timeout_s" in err.message
     # The agent said so: the apology is what the user heard of the stalled turn.
     assert any(APOLOGY.split(",")[0] in e.heard for e in turns_after(s.events, 0.0)), \
         [e.heard for e in turns_after(s.events, 0.0)]
@@ -297,6 +301,7 @@ async def test_microphone_that_disappears_ends_the_conversation_with_the_session
     assert time.monotonic() - t0 < 60
     s = load_session(d)
     assert s.complete and mic.lost == 1
+    assert s.meta["summary"]["stage_errors"] == {"audio": 1}
     err = errors(s.events, "audio")
     assert len(err) == 1 and "microphone stopped sending audio" in err[0].message \
         and "could not be reopened" in err[0].message
@@ -353,6 +358,7 @@ def test_speaker_that_disappears_closes_without_raising(caplog):
 # --- the MQTT broker -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a 15 s session paced on the wall clock, 20 broker restarts: ~55 s on the loaded box
 @requires_mosquitto
 async def test_broker_restarted_20_times_during_a_session_loses_no_event(cfg, models, tmp_path, mosquitto,  # noqa: F811
                                                                          no_tracebacks, capfd):
