@@ -400,3 +400,26 @@ async def test_broker_restarted_20_times_during_a_session_loses_no_event(cfg, mo
     assert load_session(tmp_path / "s").complete
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception in callback" not in err, err[-3000:]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_duplex_run_with_a_failing_llm_exits_0_with_the_session_recorded(capsys, tmp_path, models, monkeypatch):
+    """A stage fault the agent survives is not a failed run: exit 0, the session whole
+    (its events and summary say what failed), the transcript shows the error line."""
+    from duplex.cli import main
+    from duplex.commands import common
+
+    faulty = replace(models, llm=FaultyLLM(models.llm, "raise"))
+    monkeypatch.setattr(common, "load_models", lambda cfg, make_policy: faulty)
+    script = tmp_path / "two.toml"
+    script.write_text(f'[[say]]\ntext = "{FIRST}"\nat = 0.5\n\n[[say]]\ntext = "{SECOND}"\nafter_previous = 7.0\n')
+    d = tmp_path / "s"
+    rc = main(["run", "--simulate", str(script), "--policy", "rules", "--out", str(d)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "error in llm: LLM failed" in cap.out and f"session recorded in {d}/" in cap.out
+    assert "Traceback" not in cap.err
+    s = load_session(d)
+    assert s.complete and s.meta["summary"]["stage_errors"]["llm"] >= 1
