@@ -103,6 +103,13 @@ class DecisionParams:
     recogniser's guess at a murmur: "mm-hmm" heard as "an eye on") neither pause nor
     commit; only its length or the model's own barge-in probability can."""
     bco_prob: float = 0.6
+    bco_margin: float = 0.0
+    """A mid-thought pause is a backchannel opportunity too: ``bco_silence_s`` into a pause,
+    after ``bco_min_speech_s`` of the user's speech since the turn began (or the agent's
+    last "mm-hmm"), when the fused end-of-turn evidence stands at least this far under its
+    threshold (the user is sure to go on). 0 turns the rule off (the model's head alone)."""
+    bco_silence_s: float = 0.25
+    bco_min_speech_s: float = 3.0
     # End of turn: z = b + w_model*logit(p_eot) + w_text*logit(p_text) + w_cont*cont + w_sil*silence
     eot_bias: float = -3.0
     eot_w_model: float = 0.6
@@ -299,6 +306,7 @@ class PredictorPolicy:
         self._b_peak = 0.0
         self._last_bco = -1e9
         self._bco_pause = False
+        self._turn_speech = 0.0
         self._eot_run = 0
         self._runs: list[str] = []
         self._cur = ""
@@ -324,6 +332,8 @@ class PredictorPolicy:
             self._latched = False
             self._sound = False
             self._bc_peak = self._b_peak = self._near = 0.0
+            if not x.user_turn_open:
+                self._turn_speech = 0.0
             if x.user_turn_open:
                 decision = self._user_turn(x, probs)
         # Thresholds travel with the probabilities (the TUI draws them from the events).
@@ -480,22 +490,31 @@ class PredictorPolicy:
         if x.silence <= 0.0:
             self._bco_pause = False
             self._eot_run = 0
+            if x.user_speaking:
+                self._turn_speech += FRAME_S
             return Decision.HOLD
         z = self.eot_score(x, p)
-        p["eot_fused"] = 1.0 / (1.0 + math.exp(-(z - d.eot_threshold)))
+        p["eot_fused"] = 1.0 / (1.0 + math.exp(-min(40.0, max(-40.0, z - d.eot_threshold))))
         ready = z >= d.eot_threshold and x.silence >= d.min_silence_s
         self._eot_run = self._eot_run + 1 if ready else 0
         if x.silence * 1000 >= self.cfg.max_silence_ms or self._eot_run >= EOT_FRAMES:
             self._eot_run = 0
             return Decision.END_OF_TURN
+        mid_thought = (
+            d.bco_margin > 0
+            and d.bco_silence_s <= x.silence < d.bco_silence_s + FRAME_S
+            and self._turn_speech >= d.bco_min_speech_s
+            and z <= d.eot_threshold - d.bco_margin
+        )
         if (
             self.cfg.agent_backchannels
             and not self._bco_pause
-            and p["backchannel_opportunity"] >= d.bco_prob
+            and (p["backchannel_opportunity"] >= d.bco_prob or mid_thought)
             and x.t - self._last_bco >= self.cfg.agent_backchannel_min_gap_s
         ):
             self._bco_pause = True
             self._last_bco = x.t
+            self._turn_speech = 0.0
             return Decision.BACKCHANNEL_OPPORTUNITY
         return Decision.HOLD
 

@@ -410,3 +410,29 @@ def test_smart_turns_audio_evidence_is_scored_once_per_pause_over_the_users_turn
         pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.032 * (k + 1), mic=mic()), cont, hold)
     out = [pol.decide(_inp(silence=0.032 * (k + 1), mic=mic()), cont, hold).decision for k in range(6)]
     assert Decision.END_OF_TURN not in out
+
+
+def test_a_mid_thought_pause_in_a_long_turn_gets_the_agents_mm_hmm_and_a_complete_one_does_not() -> None:
+    params = DecisionParams(eot_bias=0.0, eot_w_model=1.0, eot_w_text=0.0, eot_w_cont=0.0, eot_w_silence=4.0,
+                            eot_threshold=7.0, min_silence_s=0.1, bco_prob=2.0, bco_margin=10.0,
+                            bco_silence_s=0.25, bco_min_speech_s=3.0)
+    cont = np.array([0.9, 0.05, 0.05])
+    going_on, finished = np.array([0.995, 0.004, 0.001]), np.array([0.3, 0.7, 0.0])
+
+    def turn(pol: PredictorPolicy, speech_s: float, pu: np.ndarray, t0: float) -> list[Decision | None]:
+        n = round(speech_s / 0.032)
+        for k in range(n):
+            pol.decide(_inp(t=t0 + k * 0.032, silence=0.0, user_speaking=True, speech_run=0.032 * (k + 1)), cont, pu)
+        return [pol.decide(_inp(t=t0 + (n + k) * 0.032, silence=0.032 * (k + 1)), cont, pu).decision for k in range(12)]
+
+    pol = PredictorPolicy(PredictorConfig(max_silence_ms=5000, agent_backchannel_min_gap_s=6.0), params=params,
+                          text_eou=False)
+    out = turn(pol, 4.0, going_on, 0.0)  # z = logit(0.004) + 4 * 0.25 = -4.5 <= 7 - 10
+    assert out.count(Decision.BACKCHANNEL_OPPORTUNITY) == 1
+    assert out.index(Decision.BACKCHANNEL_OPPORTUNITY) == 7, "at 0.25 s into the pause (the 8th silent frame)"
+    assert turn(pol, 4.0, going_on, 5.0).count(Decision.BACKCHANNEL_OPPORTUNITY) == 0, "rate-limited"
+    assert turn(pol, 4.0, going_on, 12.0).count(Decision.BACKCHANNEL_OPPORTUNITY) == 1, "after the gap"
+    pol.reset_decisions()
+    assert Decision.BACKCHANNEL_OPPORTUNITY not in turn(pol, 2.0, going_on, 0.0), "too early in the turn"
+    pol.reset_decisions()
+    assert Decision.BACKCHANNEL_OPPORTUNITY not in turn(pol, 4.0, finished, 0.0), "the user sounds finished"
