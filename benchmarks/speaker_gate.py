@@ -1,6 +1,6 @@
 """The speaker gate in the real engine, off vs on: other voices, echo residual, the user's barge-ins.
 
-    .venv/bin/python benchmarks/speaker_gate.py [--quick] [--policies rules,predictor] [--out PATH]
+    .venv/bin/python benchmarks/speaker_gate.py [--quick] [--all-users] [--policies rules,predictor] [--out PATH]
 
 Every case is one run of the real :class:`~duplex.engine.Engine` on the simulated clock
 (VAD, pocketsphinx partials, the turn policy, the echo canceller, the speaker gate):
@@ -247,7 +247,8 @@ def run_case(case: Case, cfg: Config, base: Models, gate: SpeakerGate | None) ->
 # --- building the cases ------------------------------------------------------------------------
 
 
-def build_cases(pools: dict[str, Pool], enc: SpeakerEncoder, quick: bool) -> tuple[list[Case], dict]:
+def build_cases(pools: dict[str, Pool], enc: SpeakerEncoder, quick: bool,
+                all_users: bool) -> tuple[list[Case], dict]:
     per_user_other = 1
     per_user_barge = 1
     cases: list[Case] = []
@@ -259,7 +260,7 @@ def build_cases(pools: dict[str, Pool], enc: SpeakerEncoder, quick: bool) -> tup
         tv_spk = max(tv_pool.clean, key=lambda s: sum(e - b for _, b, e in tv_pool.clean[s]))
         tv = at_level(tv_pool.speech(tv_pool.clean[tv_spk])[: int((ONSET_S + SEG_MAX_S + TAIL_S) * SAMPLE_RATE)],
                       USER_DBFS + TV_REL_DB)
-        for user in pool.users[: 1 if quick else None]:
+        for user in pool.users[: None if all_users else 1]:
             spans = sorted(pool.clean[user])
             total = sum(e - s for _, s, e in spans)
             enrol_s = min(ENGINE_ENROL_S, total - 2 * SEG_MIN_S)
@@ -407,7 +408,9 @@ def print_eer(eers: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one user per recording, fewer cases (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="fewer levels and echo cases")
+    ap.add_argument("--all-users", action="store_true",
+                    help="every user of each recording (2 each) instead of the first: twice the cases")
     ap.add_argument("--policies", default="predictor",
                     help="turn policies, comma-separated (default: predictor, the default profile's; "
                          "rules,predictor for both)")
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = agent_profile(enc, tts)
     pools = {name: load_pool(name) for name in POOLS}
     eers = eer_table(pools, enc)
-    cases, info = build_cases(pools, enc, args.quick)
+    cases, info = build_cases(pools, enc, args.quick, args.all_users)
     print(f"{len(cases)} cases ({sum(c.kind == 'other_speaker' for c in cases)} other voice, "
           f"{sum(c.kind == 'barge_in' for c in cases)} user barge-in, {sum(c.kind == 'echo' for c in cases)} echo); "
           f"agent voice {agent.speech_s:.1f} s", flush=True)
@@ -455,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = PerfTimer.now() - t_start
     out = {
         "command": "python benchmarks/speaker_gate.py" + (" --quick" if args.quick else "")
+                   + (" --all-users" if args.all_users else "")
                    + (f" --policies {args.policies}" if args.policies != "predictor" else ""),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch_threads": 1,
         "wall_s": round(wall, 1), "policies": policies, "gate": asdict(cfg.speaker),
