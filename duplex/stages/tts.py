@@ -23,7 +23,8 @@ With them (onnxruntime's default) the process keeps, for good, the memory of the
 longest sentence it ever synthesised, and a longer one adds a step: synthesising 15-,
 30-, ... 120-word sentences took RSS from 227 to 1190 MB, never given back. Without
 them it goes back to ~200 MB after each (``benchmarks/soak.py`` measures it over a
-session). Each synthesis costs a little more (a few percent: ``docs/reliability.md``)."""
+session). Each synthesis costs more: 10-20 % in interleaved runs on a loaded machine
+(``docs/reliability.md``)."""
 
 
 class TTS(Protocol):
