@@ -21,6 +21,7 @@ Run::
 
     nice -n 5 .venv/bin/python -m benchmarks.soak --minutes 60
     .venv/bin/python -m benchmarks.soak --minutes 5 --out /tmp/soak5.json   # a quick check
+    .venv/bin/python -m benchmarks.soak --minutes 10 --ort-arena --out /tmp/before.json  # piper as it was
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from duplex.config import load_config  # noqa: E402
 from duplex.engine import Engine  # noqa: E402
 from duplex.events import Event  # noqa: E402
 from duplex.simuser import SimulatedUser, UserVoice, Utterance, parse_utterance  # noqa: E402
+from duplex.stages import tts as tts_stage  # noqa: E402
 from duplex.stages.factory import load_models  # noqa: E402
 from policies import make_policy  # noqa: E402
 
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--svg", type=Path, default=SVG)
     ap.add_argument("--replot", type=Path, help="only redraw the SVG from a results JSON")
+    ap.add_argument("--ort-arena", action="store_true",
+                    help="piper with onnxruntime's memory arena (the build before it was turned off), for a before/after")
     args = ap.parse_args(argv)
     if args.replot is not None:
         print(plot_svg(json.loads(args.replot.read_text())["samples"], args.svg))
@@ -327,10 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.record:
         overrides.append({"recording": {"enabled": False}})
     cfg = load_config(None, overrides)
+    tts_stage.ORT_ARENA = args.ort_arena
     models = load_models(cfg, make_policy)
     out = new_session_dir(cfg.recording.dir, "soak") if args.record else None
     sampler, wall = asyncio.run(soak(cfg, models, args.minutes, args.every, out))
     r = summarise(sampler, args.minutes, wall, args.policy)
+    r["piper_ort_arena"] = args.ort_arena
     r["command"] = "python -m benchmarks.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     print(table(r))
     args.out.parent.mkdir(parents=True, exist_ok=True)
