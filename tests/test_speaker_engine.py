@@ -186,3 +186,30 @@ def test_policy_sees_the_verdict():
     assert "other_speaker" in seen
     assert any(x.speaker == "user" and x.speaker_sim_user and x.speaker_sim_user > 0.9 for x in policy.inputs)
     assert all(x.speaker is None for x in policy.inputs if x.t < 0.3)
+
+
+class ScriptedEncoder:
+    """Returns the given embeddings in order (then the last one again)."""
+
+    id = FakeEncoder.id
+
+    def __init__(self, embeddings) -> None:
+        self.embeddings = list(embeddings)
+        self.calls = 0
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.embeddings[min(self.calls, len(self.embeddings)) - 1]
+
+
+def test_a_user_talking_into_the_agents_echo_is_not_rejected():
+    """The run opens on the agent's echo (called ``agent``); once the latest window is
+    someone else, the running mean alone (still agent-like) no longer rejects it."""
+    gate = SpeakerGate(ScriptedEncoder([AGENT, AGENT, AGENT, USER, USER]), None,  # type: ignore[arg-type]
+                       profile("agent", AGENT))
+    frame = np.full(512, 0.1, np.float32)
+    verdicts = [v for i in range(60) if (v := gate.push(frame, t=i * FRAME_S, agent_speaking=True)) is not None]
+    labels = [v.label for v in verdicts]
+    assert labels[:3] == ["agent"] * 3, labels
+    assert verdicts[3].sim_agent >= 0.7, "the running mean alone would still say agent"
+    assert labels[3:5] == ["unknown", "unknown"], labels

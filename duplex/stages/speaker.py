@@ -370,7 +370,9 @@ class SpeakerGate:
     the run ends. Every ``every_s`` (once ``min_window_s`` of speech is buffered) it
     embeds the last ``max_window_s`` and updates the running similarities, which are the
     duration-weighted mean of the window similarities in this run, each adjusted to its
-    1.6 s equivalent (:func:`length_adjustment`). All methods are
+    1.6 s equivalent (:func:`length_adjustment`). ``agent`` and ``other_speaker`` also
+    need the latest window to say the same (a speaker change inside a run, the user
+    talking into the agent's echo, is ``unknown``, never rejected). All methods are
     thread-safe; :meth:`push` (= :meth:`feed` + :meth:`update`) runs the encoder, so call
     it from an executor.
 
@@ -414,6 +416,7 @@ class SpeakerGate:
             self._sa = 0.0
             self._n = 0
             self._agent_heard = False
+            self._agent_recent = False
             self._verdict = UNKNOWN
 
     @property
@@ -444,6 +447,7 @@ class SpeakerGate:
             self._run_samples += len(frame)
             self._since += len(frame)
             self._agent_heard = self._agent_heard or agent_speaking
+            self._agent_recent = agent_speaking
             while self._buffered - len(self._buf[0]) >= self._max:
                 self._buffered -= len(self._buf.popleft())
             return self._buffered >= self._min and (self._n == 0 or self._since >= self._every)
@@ -466,6 +470,7 @@ class SpeakerGate:
             run_s = round(self._run_samples / SAMPLE_RATE, 3)
             self._since = 0
             run = self._run
+            agent_now = self._agent_recent
         if level_dbfs(window) < SILENCE_DBFS:
             return None
         e = self.encoder.embed(window)  # (256,)
@@ -484,6 +489,16 @@ class SpeakerGate:
             su = round(self._su / self._w, 4) if self.user is not None else None
             sa = round(self._sa / self._w, 4) if self.agent is not None else None
             label, conf = decide(su, sa, self.cfg, agent_possible=self._agent_heard)
+            if label in ("agent", "other_speaker"):
+                # Rejecting needs the latest window to agree with the run so far: a run the
+                # agent's echo opened and the user then talked into is not the agent's any more.
+                now, now_conf = decide(su1 if self.user is not None else None,
+                                       sa1 if self.agent is not None else None, self.cfg,
+                                       agent_possible=agent_now)
+                if now != label:
+                    label, conf = "unknown", 0.0
+                else:
+                    conf = min(conf, now_conf)
             self._verdict = SpeakerVerdict(t, label, conf, su, sa, run_s, self._n)
             return self._verdict
 
