@@ -346,10 +346,10 @@ def test_make_speaker_gate_caches_the_agent_voice_and_finds_the_user(enc, tts, t
 
     store = ProfileStore(tmp_path)
     assert make_speaker_gate(SpeakerConfig(enabled=False), tts, store=store, encoder=enc) is None
-    on = SpeakerConfig(enabled=True)
+    on = SpeakerConfig(enabled=True, profile="user")
     gate = make_speaker_gate(on, tts, tts_voice="joe", store=store, encoder=enc)
     assert gate.user is None and gate.agent is not None
-    assert "no enrolled user" in gate.describe()
+    assert "only the agent's own voice" in gate.describe() and "not enrolled" in gate.describe()
     assert len(list((tmp_path / "agent").glob("agent-*.json"))) == 1
     assert store.names() == []  # the agent's cache is not an enrolled voice
 
@@ -362,6 +362,9 @@ def test_make_speaker_gate_caches_the_agent_voice_and_finds_the_user(enc, tts, t
     assert np.allclose(again.agent.embedding, gate.agent.embedding, atol=1e-6)
     assert again.user is not None and again.user.name == "user"
     assert "user 'user' enrolled" in again.describe()
+    # The default names no profile: agent-voice rejection only, whatever is enrolled.
+    default = make_speaker_gate(SpeakerConfig(), NoSynthesis(), tts_voice="joe", store=store, encoder=enc)
+    assert default.user is None and default.agent is not None and default.mode == "agent"
 
 
 @needs_real

@@ -85,6 +85,7 @@ def barge_after(speech_s: float):
 
 
 ON = {"speaker": {"enabled": True}}
+OFF = {"speaker": {"enabled": False}}
 ASK = says("tell me about the moon", 0.0, 1.2)
 TV = says("and the goal is given what a finish", 2.4, 3.6)  # utterance 1: another voice
 STOP = says("wait stop what about mars", 4.4, 5.4)  # utterance 2: the enrolled user
@@ -126,7 +127,7 @@ def test_without_the_gate_the_other_voice_barges_in():
     """The same timeline with ``speaker.enabled`` off: the test above can fail."""
     script = [ASK, TV, STOP]
     models, enc = gated_models(script, VOICES)
-    run = run_timeline(script, models=models, cfg=make_config(), policy=ScriptedPolicy(rule=barge_after(0.2)))
+    run = run_timeline(script, models=models, cfg=make_config(OFF), policy=ScriptedPolicy(rule=barge_after(0.2)))
     b = run.first(BargeIn, turn=1)
     assert TV.start - FRAME_S <= b.onset <= TV.start + 0.2
     assert run.of(OtherSpeaker) == [] and run.of(SpeakerHeard) == [] and enc.calls == 0
@@ -153,7 +154,7 @@ def echo(gain: float):
 def test_echo_residual_is_the_agent_and_cannot_barge_in_without_enrolment(gated):
     script = [ASK]
     models, _ = gated_models(script, VOICES, enrolled=False)
-    cfg = make_config(ON) if gated else make_config()
+    cfg = make_config(ON if gated else OFF)
     run = run_timeline(script, models=models, cfg=cfg, policy=ScriptedPolicy(rule=barge_after(0.2)),
                        on_engine=lambda e: e.add_mic_filter(echo(0.5)), duration=4.0)
     if not gated:

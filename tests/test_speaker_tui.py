@@ -45,8 +45,9 @@ async def test_state_bar_shows_the_label():
 
 def test_run_names_the_speaker_mode():
     enc = FakeEncoder({})
-    assert "off" in mode_line(SpeakerConfig(), None)
-    on = SpeakerConfig(enabled=True)
+    assert "off" in mode_line(SpeakerConfig(enabled=False), None)
+    on = SpeakerConfig()
+    assert on.enabled and on.profile == "", "on by default, for the agent's own voice only"
     assert "not loaded" in mode_line(on, None)
     agent_only = mode_line(on, SpeakerGate(enc, None, profile("agent", AGENT), on))  # type: ignore[arg-type]
     assert "no enrolled user" in agent_only and "only the agent's own voice" in agent_only

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, pyaudio_module: Any = None) -> int:
     path = store.save(profile, audio=speech if args.keep_audio else None)
     short = " (10 s or more recognises better)" if profile.speech_s < 10 else ""
     print(f"enrolled '{name}': {profile.speech_s:.1f} s of speech{short} -> {path}")
-    print(f"duplex run lets only this voice take the turn with [speaker] enabled = true, profile = \"{name}\"")
+    print(f"duplex run lets only this voice take the turn with [speaker] profile = \"{name}\" "
+          f"(--set speaker.profile={name})")
     return EXIT_OK
 
 

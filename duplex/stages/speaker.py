@@ -517,8 +517,10 @@ class SpeakerGate:
         if self.user is None and self.agent is None:
             return "speaker gate: no profiles, every voice is 'unknown'"
         if self.user is None:
-            return ("speaker gate: no enrolled user (duplex enroll), so only the agent's own voice is "
-                    "recognised; other voices count as the user")
+            why = (f"voice '{self.cfg.profile}' is not enrolled (duplex enroll --name {self.cfg.profile})"
+                   if self.cfg.profile else "no enrolled user ([speaker] profile = NAME after duplex enroll)")
+            return (f"speaker gate: {why}, so only the agent's own voice is recognised; "
+                    "other voices count as the user")
         agent = ", agent voice known" if self.agent is not None else ""
         return f"speaker gate: user '{self.user.name}' enrolled ({self.user.speech_s:.0f} s){agent}"
 
@@ -614,8 +616,8 @@ def make_speaker_gate(cfg: SpeakerConfig, tts: _Synth | None, *, tts_voice: str 
                       store: ProfileStore | None = None, encoder: SpeakerEncoder | None = None) -> SpeakerGate | None:
     """The gate the config asks for (None when ``speaker.enabled`` is false).
 
-    The user's profile is ``cfg.profile`` from the voices directory, or None when it is not
-    enrolled (then only the agent's own voice is recognised: :meth:`SpeakerGate.describe`
+    The user's profile is ``cfg.profile`` from the voices directory, or None when none is
+    named or it is not enrolled (then only the agent's own voice is recognised: :meth:`SpeakerGate.describe`
     says so). The agent's profile is synthesised with ``tts`` once and cached in the
     voices directory's ``agent/`` folder, keyed by ``tts_voice`` and ``tts_speed``.
     Slow (loads the encoder, may synthesise a few sentences): call it from an executor
@@ -625,7 +627,7 @@ def make_speaker_gate(cfg: SpeakerConfig, tts: _Synth | None, *, tts_voice: str 
         return None
     store = store or ProfileStore()
     encoder = encoder or SpeakerEncoder(threads=cfg.threads)
-    user = store.load(cfg.profile) if store.exists(cfg.profile) else None
+    user = store.load(cfg.profile) if cfg.profile and store.exists(cfg.profile) else None
     agent = None
     if tts is not None:
         cache = ProfileStore(store.root / "agent")
