@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from duplex.app import make_source, run_conversation  # noqa: E402
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE  # noqa: E402
 from duplex.audio.wav import read_audio, write_wav  # noqa: E402
-from duplex.config import load_config  # noqa: E402
+from duplex.config import load_config, parse_override  # noqa: E402
 from duplex.stages.factory import load_models  # noqa: E402
 from duplex.stages.vad import SileroVAD  # noqa: E402
 from policies import make_policy  # noqa: E402
@@ -76,8 +76,8 @@ def first_audible(agent: np.ndarray, after: float, before: float) -> float | Non
     return after + loud[0] * hop / SAMPLE_RATE if loud.size else None
 
 
-def run_one(policy: str, wav: Path, out: Path, models: object) -> None:
-    cfg = load_config(None, [{"policy": {"name": policy}}])
+def run_one(policy: str, wav: Path, out: Path, models: object, overrides: list[dict] | None = None) -> None:
+    cfg = load_config(None, [*(overrides or []), {"policy": {"name": policy}}])
     source = make_source(str(wav), None, models, True)
     asyncio.run(run_conversation(cfg, models, source, session_dir=out))
 
@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default="predictor,rules")
     ap.add_argument("--runs", type=int, default=1, help="repeat each policy this many times")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run, as duplex run --set (e.g. speaker.enabled=false)")
     a = ap.parse_args(argv)
+    overrides = [parse_override(x) for x in a.set]
     tmp = Path(tempfile.mkdtemp(prefix="duplex-v2v-"))
     wav = tmp / "user.wav"
     turns = user_wav(wav)
-    models = load_models(load_config(None), make_policy)
+    models = load_models(load_config(None, overrides), make_policy)
     report: dict[str, dict] = {}
     for policy in a.policies.split(","):
         lat: list[float] = []
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         unanswered = 0
         for k in range(a.runs):
             sdir = tmp / f"{policy}-{k}"
-            run_one(policy, wav, sdir, models)
+            run_one(policy, wav, sdir, models, overrides)
             agent = read_audio(sdir / "agent.wav")
             for i, (first, last) in enumerate(turns):
                 nxt = turns[i + 1][0] if i + 1 < len(turns) else last + ANSWER_S
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for p, r in report.items():
         print(f"| {p} | {r['answered']}/{r['turns']} | {r['v2v_ms_p50']} ms | {r['v2v_ms_p95']} ms | {r['cut_into_user_speech']} |")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"clips": list(CLIPS), "realtime": True, "policies": report}, indent=1) + "\n")
+    a.out.write_text(json.dumps({"clips": list(CLIPS), "realtime": True, "overrides": a.set, "policies": report}, indent=1) + "\n")
     print(f"wrote {a.out}")
     return 0
 
