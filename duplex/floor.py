@@ -101,6 +101,8 @@ class UserTurn:
 @dataclass
 class Overlap:
     onset: float
+    utterance: int = -1
+    """The listener's utterance the overlapping speech belongs to."""
     paused_at: float | None = None
     """When the policy paused the reply; ``None`` while it plays."""
     held_barge_in: bool = False
@@ -263,6 +265,7 @@ class Floor:
                 if self.overlap is None:
                     self.overlap = Overlap(onset)
                 self.overlap.onset = onset
+                self.overlap.utterance = lf.utterance
             else:
                 if self.user is None and self.reply is not None and not self.reply.cancelled:
                     # The user went on while the agent was still thinking: the end of turn
@@ -498,8 +501,9 @@ class Floor:
         if reply is None:
             return
         self.reply = None
-        if self.paused:
-            self.overlap = None
+        # Overlap is speech under *this* reply: undecided (held barge-in included), it must
+        # not carry into the next one.
+        self.overlap = None
         self.player.resume()
         if interrupted:
             await reply.cancel()
@@ -521,8 +525,14 @@ class Floor:
             # Lockstep: whether the reply is over must not depend on how fast the LLM is.
             await reply.wait_audio()
         if reply is not None and reply.finished and not reply.cancelled and not self.paused:
+            ov = self.overlap
             await self.end_reply(interrupted=False)
             reply = None
+            if ov is not None and user_speaking and self.user is None:
+                # The user was still talking when the reply played out: what they are saying
+                # is their turn now (it was undecided while the agent spoke).
+                self.user = UserTurn(ov.onset)
+                self.user.utterances.add(ov.utterance)
         if reply is None or reply.cancelled:
             return AgentState.LISTENING
         if reply.first_played_t is None:

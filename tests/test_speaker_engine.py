@@ -18,6 +18,7 @@ import pytest
 from duplex.events import (
     AgentPaused,
     AgentResumed,
+    AgentTurnEnded,
     AgentTurnStarted,
     BargeIn,
     Decision,
@@ -214,3 +215,24 @@ def test_a_user_talking_into_the_agents_echo_is_not_rejected():
     assert labels[:3] == ["agent"] * 3, labels
     assert verdicts[3].sim_agent >= 0.7, "the running mean alone would still say agent"
     assert labels[3:5] == ["unknown", "unknown"], labels
+
+
+def test_a_held_barge_in_ends_with_its_reply_and_the_speech_becomes_the_users_turn():
+    """The reply plays out while a barge-in waits for the gate's first verdict: nothing is
+    left to cut, the next reply must not be cut at its start by the stale hold, and what
+    the user was saying under the reply is their next turn (CI: the 20-barge-in replay
+    lost its barge-ins this way, the next reply cut with nothing heard)."""
+    ask = says("tell me about the moon", 0.0, 1.2)
+    under = says("wait what about mars", 1.75, 3.2)  # starts under the short reply, outlives it
+    script = [ask, under]
+    models, _ = gated_models(script, {0: USER, 1: USER}, enrolled=False)
+    models.llm = FakeLLM(["okay sure", LONG_REPLY])
+    cfg = make_config({"speaker": {"enabled": True, "hold_barge_in": "play"}})
+    run = run_timeline(script, models=models, cfg=cfg, policy=ScriptedPolicy(rule=barge_after(0.1)), duration=12.0)
+    first = run.first(AgentTurnEnded, turn=1)
+    assert not first.interrupted and first.heard == "okay sure", first
+    assert first.t < under.start + 0.4, "the reply must end before the gate's first verdict"
+    assert run.of(BargeIn) == [], run.decisions()
+    second = run.first(AgentTurnStarted, turn=2)
+    assert "mars" in second.prompt, second
+    assert not run.first(AgentTurnEnded, turn=2).interrupted
