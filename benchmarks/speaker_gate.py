@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default="predictor",
                     help="turn policies, comma-separated (default: predictor, the default profile's; "
                          "rules,predictor for both)")
+    ap.add_argument("--hold", choices=("play", "pause", "off"), default=None,
+                    help="speaker.hold_barge_in for the gated runs (default: the config's)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
 
@@ -428,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     # Pocketsphinx partials (what the predictor was trained on); the Whisper finals of the
     # default profile only change the reply's words, which no case here looks at.
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    cfg = load_config(None, [{"asr": {"backend": "pocketsphinx"}}])
+    cfg = load_config(None, [{"asr": {"backend": "pocketsphinx"}},
+                             {"speaker": {"hold_barge_in": args.hold}} if args.hold else {}])
     enc = SpeakerEncoder()
     tts = CachedTTS(make_tts(cfg.tts))
     clip = np.concatenate(list(tts.synthesize("Mm-hmm.")))
@@ -459,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "command": "python benchmarks/speaker_gate.py" + (" --quick" if args.quick else "")
                    + (" --all-users" if args.all_users else "")
-                   + (f" --policies {args.policies}" if args.policies != "predictor" else ""),
+                   + (f" --policies {args.policies}" if args.policies != "predictor" else "")
+                   + (f" --hold {args.hold}" if args.hold else ""),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch_threads": 1,
         "wall_s": round(wall, 1), "policies": policies, "gate": asdict(cfg.speaker),
         "room": {"room": ROOM, "delay_ms": DELAY_MS, "user_dbfs": USER_DBFS}, "onset_s": ONSET_S,
