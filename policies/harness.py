@@ -28,6 +28,7 @@ from duplex.errors import AudioError, PolicyError
 from duplex.events import Decision
 from duplex.listener import Listener, ListenerFrame
 from duplex.session.export import LABELS as CASE_LABELS
+from duplex.stages.whisper_asr import PARTIALS_SECOND_PASS
 from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ def listen_cached(wav: str | Path, mic: np.ndarray, asr: bool = True, cache: Pat
     key = hashlib.sha1(np.ascontiguousarray(mic, dtype=np.float32).tobytes()).hexdigest()[:24]
     path = None
     if cache is not None:
-        path = cache / f"{key}{'' if asr else '_noasr'}{'_drafts' if asr and drafts else ''}.pkl"
+        ear = ("_drafts" + ("" if PARTIALS_SECOND_PASS else "_1pass")) if asr and drafts else ""
+        path = cache / f"{key}{'' if asr else '_noasr'}{ear}.pkl"
         if path.exists():
             with open(path, "rb") as f:
                 return pickle.load(f)  # our own cache files, written below
