@@ -126,18 +126,19 @@ async def test_discovery_state_and_availability_are_retained(broker):
         await until(lambda: bridge.stats.sent == N)
         # A consumer that arrives later (Home Assistant starting up) gets everything it needs.
         async with Collector(broker.port, "homeassistant/#", STATE, AVAIL) as late:
-            await late.wait_for(lambda ms: len(ms) >= 8)
+            await late.wait_for(lambda ms: len(ms) >= 9)
             await asyncio.sleep(0.1)
     assert all(m.retain for m in late.messages)
     configs = [m for m in late.messages if m.topic.startswith("homeassistant/")]
-    assert len(configs) == len({m.topic for m in configs}) == 6
+    assert len(configs) == len({m.topic for m in configs}) == 7
     for m in configs:
         _, component, node, object_id, _ = m.topic.split("/")
         validate("discovery", m.json(), ref=component)
         assert node == "kitchen"
     assert {m.json()["unique_id"] for m in configs} == {
         f"duplex_kitchen_{o}" for o in
-        ("state", "last_user_utterance", "last_agent_utterance", "voice_to_voice_latency", "speaking", "mute")
+        ("state", "last_user_utterance", "last_agent_utterance", "voice_to_voice_latency", "last_other_voice",
+         "speaking", "mute")
     }
     (state,) = late.on(STATE)
     assert (state.json()["state"], state.json()["seq"]) == ("listening", N - 1)

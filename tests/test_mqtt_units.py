@@ -324,7 +324,7 @@ def test_password_from_env_or_file_never_in_repr(tmp_path, monkeypatch):
 def test_discovery_configs_are_well_formed_and_wired_to_our_topics():
     topics = Topics("duplex", "kitchen", "homeassistant")
     configs = discovery_configs(topics)
-    assert len({c["unique_id"] for _, c in configs}) == len(configs) == 6
+    assert len({c["unique_id"] for _, c in configs}) == len(configs) == 7
     components = {}
     for topic, cfg in configs:
         prefix, component, node, object_id, tail = topic.split("/")

@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery: the agent as a device with six entities.
+"""Home Assistant MQTT discovery: the agent as a device with seven entities.
 
 Configs go to ``<discovery_prefix>/<component>/<device>/<object_id>/config`` (retained),
 and are sent again on every connection and whenever Home Assistant announces itself
@@ -8,7 +8,9 @@ describes them.
 
 The entities read the topics the bridge publishes anyway: the state sensor, the
 "speaking" binary sensor and the mute switch's state read the retained state topic;
-the utterance and latency sensors read event topics. The mute switch sends the JSON
+the utterance, latency and other-voice sensors read event topics (the last one: who the
+speaker gate last refused the turn to, ``agent`` or ``other_speaker``, with the
+similarities as attributes: a home display can show "someone else is talking"). The mute switch sends the JSON
 commands ``{"command": "mute"}`` / ``{"command": "unmute"}`` to the command topic.
 """
 
@@ -59,6 +61,7 @@ def discovery_configs(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
 
     user_topic = topics.event("user_turn_ended")
     agent_topic = topics.event("agent_turn_ended")
+    other_topic = topics.event("other_speaker")
     return [
         entity(
             "sensor", "state", "State",
@@ -93,6 +96,13 @@ def discovery_configs(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
             unit_of_measurement="ms",
             state_class="measurement",
             icon="mdi:timer-outline",
+        ),
+        entity(
+            "sensor", "last_other_voice", "Last other voice",
+            state_topic=other_topic,
+            value_template="{{ value_json.label }}",
+            json_attributes_topic=other_topic,
+            icon="mdi:account-multiple",
         ),
         entity(
             "binary_sensor", "speaking", "Speaking",
