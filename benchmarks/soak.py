@@ -236,8 +236,10 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(r: dict[str, Any], lateness: list[tuple[float, float]], path: Path) -> str:
-    """Write the RSS/lateness plot; returns what happened (matplotlib is optional)."""
+def plot(samples: list[dict[str, Any]], path: Path) -> str:
+    """Write the RSS/lateness plot as a PNG (the SVG's two panels: RSS, and the loop
+    lateness p99 of each sample window); returns what happened (matplotlib is optional:
+    ``pip install matplotlib`` in the venv, then ``--replot`` draws it from the JSON)."""
     try:
         import matplotlib  # not a project dependency: the plot is optional
 
@@ -246,10 +248,11 @@ def plot(r: dict[str, Any], lateness: list[tuple[float, float]], path: Path) -> 
     except ImportError:
         return "matplotlib is not installed in this environment: PNG skipped"
     fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(8, 5))
-    a1.plot([x["t"] / 60 for x in r["samples"]], [x["rss_mb"] for x in r["samples"]])
+    minutes = [x["t"] / 60 for x in samples]
+    a1.plot(minutes, [x["rss_mb"] for x in samples])
     a1.set_ylabel("RSS (MB)")
-    a2.plot([t / 60 for t, _ in lateness], [lat * 1000 for _, lat in lateness], lw=0.5)
-    a2.set_ylabel("loop lateness (ms)")
+    a2.plot(minutes, [x["late_p99_ms"] for x in samples], lw=0.8)
+    a2.set_ylabel("loop lateness p99 (ms)")
     a2.set_xlabel("session time (min)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,12 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--svg", type=Path, default=SVG)
-    ap.add_argument("--replot", type=Path, help="only redraw the SVG from a results JSON")
+    ap.add_argument("--replot", type=Path, help="only redraw the plots (SVG, and PNG with matplotlib) from a results JSON")
     ap.add_argument("--ort-arena", action="store_true",
                     help="piper with onnxruntime's memory arena (the build before it was turned off), for a before/after")
     args = ap.parse_args(argv)
     if args.replot is not None:
-        print(plot_svg(json.loads(args.replot.read_text())["samples"], args.svg))
+        samples = json.loads(args.replot.read_text())["samples"]
+        print(plot(samples, args.plot))
+        print(plot_svg(samples, args.svg))
         return 0
     overrides = [{"policy": {"name": args.policy}}]
     if not args.record:
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1) + "\n")
     print(f"\nwrote {args.out}")
-    print(plot(r, sampler.lateness, args.plot))
+    print(plot(r["samples"], args.plot))
     print(plot_svg(r["samples"], args.svg))
     return 0
 
