@@ -199,6 +199,8 @@ class Floor:
         self._rejected_utterance = -1
         """The utterance an ``OtherSpeaker`` was emitted for (one per speech run)."""
         self._drop_turn = False
+        self._utterance = -1
+        """The listener's current (or last) utterance."""
 
     # --- what the tick asks ------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class Floor:
     # --- the listener ------------------------------------------------------------------------
 
     async def heard(self, lf: ListenerFrame, t: float) -> None:
+        self._utterance = lf.utterance
         if lf.started:
             await self._drop_speculation()
             onset = t - lf.speech_run
@@ -532,7 +535,7 @@ class Floor:
                 # The user was still talking when the reply played out: what they are saying
                 # is their turn now (it was undecided while the agent spoke).
                 self.user = UserTurn(ov.onset)
-                self.user.utterances.add(ov.utterance)
+                self.user.utterances.add(ov.utterance if ov.utterance >= 0 else self._utterance)
         if reply is None or reply.cancelled:
             return AgentState.LISTENING
         if reply.first_played_t is None:
