@@ -101,8 +101,6 @@ class UserTurn:
 @dataclass
 class Overlap:
     onset: float
-    utterance: int = -1
-    """The listener's utterance the overlapping speech belongs to."""
     paused_at: float | None = None
     """When the policy paused the reply; ``None`` while it plays."""
     held_barge_in: bool = False
@@ -200,7 +198,8 @@ class Floor:
         """The utterance an ``OtherSpeaker`` was emitted for (one per speech run)."""
         self._drop_turn = False
         self._utterance = -1
-        """The listener's current (or last) utterance."""
+        """The listener's current (or last) utterance: the one still running when a reply
+        plays out under the user's speech."""
 
     # --- what the tick asks ------------------------------------------------------------------
 
@@ -268,7 +267,6 @@ class Floor:
                 if self.overlap is None:
                     self.overlap = Overlap(onset)
                 self.overlap.onset = onset
-                self.overlap.utterance = lf.utterance
             else:
                 if self.user is None and self.reply is not None and not self.reply.cancelled:
                     # The user went on while the agent was still thinking: the end of turn
@@ -535,7 +533,7 @@ class Floor:
                 # The user was still talking when the reply played out: what they are saying
                 # is their turn now (it was undecided while the agent spoke).
                 self.user = UserTurn(ov.onset)
-                self.user.utterances.add(ov.utterance if ov.utterance >= 0 else self._utterance)
+                self.user.utterances.add(self._utterance)
         if reply is None or reply.cancelled:
             return AgentState.LISTENING
         if reply.first_played_t is None:

@@ -8,10 +8,10 @@ describes them.
 
 The entities read the topics the bridge publishes anyway: the state sensor, the
 "speaking" binary sensor and the mute switch's state read the retained state topic;
-the utterance, latency and other-voice sensors read event topics (the last one: who the
-speaker gate last refused the turn to, ``agent`` or ``other_speaker``, with the
-similarities as attributes: a home display can show "someone else is talking"). The mute switch sends the JSON
-commands ``{"command": "mute"}`` / ``{"command": "unmute"}`` to the command topic.
+the utterance, latency and other-voice sensors read event topics (the last one: whom the
+speaker gate last refused the turn to, ``agent`` or ``other_speaker``, the similarities as
+attributes: a home display can show "someone else is talking"). The mute switch sends
+the JSON commands ``{"command": "mute"}`` / ``{"command": "unmute"}`` to the command topic.
 """
 
 from __future__ import annotations
