@@ -197,3 +197,15 @@ def test_fresh_processes_under_cpu_load_record_identically_and_replay_exactly(tm
     assert "decisions identical to the recording" in p.stdout
     assert barge_ins(runs[0]) == 5
     assert_identical_sessions(runs)
+
+
+def test_run_names_the_speaker_gate_once(capsys, tmp_path, loaded):
+    """The transcript carries the gate's notice; the mode line is printed only with -q."""
+    for quiet, expected in ((False, "[   0.00]   note: speaker gate:"), (True, "speaker gate:")):
+        out = tmp_path / f"q{int(quiet)}"
+        argv = ["run", "--simulate", str(script(1)), "--policy", "rules", "--out", str(out)]
+        rc = main(argv + (["-q"] if quiet else []))
+        cap = capsys.readouterr()
+        assert rc == 0, cap.err
+        lines = [line for line in cap.out.splitlines() if "speaker gate:" in line]
+        assert len(lines) == 1 and lines[0].startswith(expected), lines

@@ -58,7 +58,9 @@ def converse(args: argparse.Namespace, cfg: Config, input_wav: str | None, simul
         load_script(simulate)
     with session_dir(args, cfg, "run") as out:
         models = load_all_models(cfg)
-        print(mode_line(cfg.speaker, models.speaker_gate))  # on stdout: stderr is for problems
+        if quiet or not (cfg.speaker.enabled and models.speaker_gate is not None):
+            # A loaded gate announces itself in the transcript (the engine's Notice).
+            print(mode_line(cfg.speaker, models.speaker_gate))  # on stdout: stderr is for problems
         source = make_source(input_wav, simulate, models, realtime)
         printer = [] if quiet else [ConsolePrinter()]
         # With a session, the recorder writes agent.wav into it; --agent-wav is for --no-record.
