@@ -111,6 +111,7 @@ class Engine:
         self.history = history or History(cfg.llm.system_prompt, cfg.llm.history_turns)
         self.listener = Listener(models.vad, models.asr, cfg.vad, cfg.asr)
         self.listener.wait_drafts = not self.live
+        self._pace_policy(policy)
         self.player = Player(int(cfg.engine.max_pending_audio_s * SAMPLE_RATE))
         self.stats = EngineStats()
         self.aec = aec
@@ -152,8 +153,15 @@ class Engine:
     def use_policy(self, policy: TurnPolicy) -> None:
         """Switch to an already built policy (built off the loop by the caller)."""
         policy.reset()
+        self._pace_policy(policy)
         self.policy = policy
         self._emit(Notice(self.clock.now(), message=f"policy switched to {policy.name}"))
+
+    def _pace_policy(self, policy: TurnPolicy) -> None:
+        """Lockstep runs let a policy wait for the models it runs beside the frame loop
+        (``wait_models``, see :class:`~duplex.turn.TurnPolicy`); live runs never do."""
+        if hasattr(policy, "wait_models"):
+            policy.wait_models = not self.live  # type: ignore[attr-defined]
 
     def set_policy(self, name: str) -> None:
         """Build the policy called ``name`` with the injected factory and switch to it

@@ -140,7 +140,13 @@ class PolicyOutput:
 
 
 class TurnPolicy(Protocol):
-    """A frame-by-frame turn-taking policy. Must be deterministic and causal."""
+    """A frame-by-frame turn-taking policy. Must be deterministic and causal.
+
+    A policy that runs a model beside the frame loop (the predictor's text model) may
+    have a ``wait_models`` attribute: the engine sets it True on lockstep runs (wait for
+    the model: decisions are reproducible) and False on live runs (never stall a frame:
+    decide once the model's answer is in).
+    """
 
     name: str
 

@@ -163,6 +163,10 @@ class TextScorer:
     The model loads when the policy is built (off the event loop: policies are built by
     the model loader or an executor), so the first pause of a conversation does not
     stall a frame while llama.cpp maps the weights.
+
+    ``wait`` (lockstep runs) scores on the caller's thread. Live runs never wait: every
+    text of the user's turn goes to the scorer's background thread as it appears
+    (:meth:`prefetch`), and :meth:`score` answers *pending* until its text is scored.
     """
 
     def __init__(self, enabled: bool) -> None:
@@ -180,9 +184,24 @@ class TextScorer:
             self._failed = True
 
     def __call__(self, text: str) -> float | None:
+        return self.score(text, wait=True)[0]
+
+    def score(self, text: str, wait: bool) -> tuple[float | None, bool]:
+        """``(p, pending)``: the probability (None: no model or no words) and, when not
+        waiting, whether it is still being computed."""
         if self._model is None or not text:
-            return None
-        return self._model(text)
+            return None, False
+        if wait:
+            return self._model(text), False
+        p = self._model.peek(text)
+        if p is None:
+            self._model.submit(text)
+        return p, p is None
+
+    def prefetch(self, text: str) -> None:
+        """Start scoring ``text`` in the background (live runs, while the user speaks)."""
+        if self._model is not None and text:
+            self._model.submit(text)
 
 
 @functools.lru_cache(maxsize=1)
@@ -287,6 +306,9 @@ class PredictorPolicy:
         self.text = TextScorer(self.meta.get("text_eou", True) if text_eou is None else text_eou)
         self.audio = AudioScorer(bool(self.meta.get("audio_eou", False)) if audio_eou is None else audio_eou)
         self.features = Featurizer()
+        self.wait_models = True
+        """Lockstep runs wait for the text model; the engine clears this on live runs, where
+        the words are scored beside the frame loop and the end of turn waits for their score."""
         self.reset()
 
     def reset(self) -> None:
@@ -315,6 +337,8 @@ class PredictorPolicy:
         self._play_hist: deque[float] = deque(maxlen=ECHO_SPAN_FRAMES)
         self._mic_hist: deque[np.ndarray] = deque(maxlen=AudioScorer.WINDOW_FRAMES)
         self._turn_frames = 0
+        self._text_pending = False
+        self._prefetched = ""
         self._p_audio: float | None = None
         self._near = 0.0
         self._far_frames = 0
@@ -325,6 +349,11 @@ class PredictorPolicy:
         probs.update({k: float(v) for k, v in zip(USER_PROBS, pu, strict=True)})
         self._track_words(x)
         self._track_audio(x)
+        if not self.wait_models and x.user_turn_open and not x.agent_speaking and self.params.eot_w_text:
+            text = self.turn_text
+            if text != self._prefetched:
+                self._prefetched = text
+                self.text.prefetch(text)
         decision: Decision | None = None
         if x.agent_speaking:
             decision = self._agent_turn(x, probs)
@@ -471,7 +500,9 @@ class PredictorPolicy:
         """The fused end-of-turn evidence (logit scale; the turn ends at ``eot_threshold``)."""
         d = self.params
         text = self.turn_text
-        p_text = self.text(text) if x.silence > 0 and d.eot_w_text else None
+        p_text, self._text_pending = None, False
+        if x.silence > 0 and d.eot_w_text:
+            p_text, self._text_pending = self.text.score(text, wait=self.wait_models)
         ws = words(text)
         cont = float(bool(ws) and ws[-1] in CONTINUATION_WORDS)
         z = d.eot_bias + d.eot_w_model * logit(p["end_of_turn"]) + d.eot_w_cont * cont
@@ -495,7 +526,9 @@ class PredictorPolicy:
             return Decision.HOLD
         z = self.eot_score(x, p)
         p["eot_fused"] = 1.0 / (1.0 + math.exp(-min(40.0, max(-40.0, z - d.eot_threshold))))
-        ready = z >= d.eot_threshold and x.silence >= d.min_silence_s
+        # A live run decides on the same evidence a lockstep run does: not before the
+        # words' score is in (the safety net below still ends the turn).
+        ready = z >= d.eot_threshold and x.silence >= d.min_silence_s and not self._text_pending
         self._eot_run = self._eot_run + 1 if ready else 0
         if x.silence * 1000 >= self.cfg.max_silence_ms or self._eot_run >= EOT_FRAMES:
             self._eot_run = 0
@@ -505,6 +538,7 @@ class PredictorPolicy:
             and d.bco_silence_s <= x.silence < d.bco_silence_s + FRAME_S
             and self._turn_speech >= d.bco_min_speech_s
             and z <= d.eot_threshold - d.bco_margin
+            and not self._text_pending
         )
         if (
             self.cfg.agent_backchannels

@@ -436,3 +436,56 @@ def test_a_mid_thought_pause_in_a_long_turn_gets_the_agents_mm_hmm_and_a_complet
     assert Decision.BACKCHANNEL_OPPORTUNITY not in turn(pol, 2.0, going_on, 0.0), "too early in the turn"
     pol.reset_decisions()
     assert Decision.BACKCHANNEL_OPPORTUNITY not in turn(pol, 4.0, finished, 0.0), "the user sounds finished"
+
+
+class _SlowTextModel:
+    """A text model whose scores arrive when the test says (as the background thread's would)."""
+
+    def __init__(self, p: float) -> None:
+        self.p, self.done, self.submitted, self.waited = p, set(), [], 0
+
+    def __call__(self, text: str) -> float:
+        self.waited += 1
+        return self.p
+
+    def peek(self, text: str) -> float | None:
+        return self.p if text in self.done else None
+
+    def submit(self, text: str) -> None:
+        self.submitted.append(text)
+
+
+def test_a_live_run_never_waits_for_the_text_model_and_ends_the_turn_once_its_score_is_in() -> None:
+    params = DecisionParams(eot_bias=-3.0, eot_w_model=1.0, eot_w_text=1.0, eot_w_cont=0.0, eot_w_silence=4.0,
+                            min_silence_s=0.1)
+    pol = PredictorPolicy(PredictorConfig(max_silence_ms=1500), params=params, text_eou=False)
+    fake = _SlowTextModel(0.9)
+    pol.text._model = fake  # type: ignore[assignment]
+    pol.wait_models = False
+    cont, eot = np.array([0.9, 0.05, 0.05]), np.array([0.05, 0.95, 0.0])
+    for k, partial in enumerate(["book", "book a", "book a table"]):
+        pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.1 * (k + 1), partial=partial), cont, eot)
+    assert fake.submitted == ["book", "book a", "book a table"], "every text of the turn is scored ahead, in order"
+    out = [pol.decide(_inp(silence=0.032 * (k + 1), partial="book a table"), cont, eot).decision for k in range(12)]
+    assert out == [Decision.HOLD] * 12, "no end of turn before the words' score is in"
+    assert fake.waited == 0, "a live frame never waits for the model"
+    fake.done.add("book a table")
+    out = [pol.decide(_inp(silence=0.416 + 0.032 * k, partial="book a table"), cont, eot).decision for k in range(2)]
+    assert out[-1] is Decision.END_OF_TURN
+    # The same frames in a lockstep run: the score is waited for, the turn ends at once.
+    pol.reset_decisions()
+    pol.wait_models = True
+    pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.3, partial="book a table"), cont, eot)
+    out = [pol.decide(_inp(silence=0.032 * (k + 1), partial="book a table"), cont, eot).decision for k in range(12)]
+    assert Decision.END_OF_TURN in out[:8] and fake.waited > 0
+
+
+def test_the_safety_net_ends_a_live_turn_whose_score_never_comes() -> None:
+    params = DecisionParams(eot_bias=-3.0, eot_w_model=1.0, eot_w_text=1.0, eot_w_silence=4.0, min_silence_s=0.1)
+    pol = PredictorPolicy(PredictorConfig(max_silence_ms=500), params=params, text_eou=False)
+    pol.text._model = _SlowTextModel(0.9)  # type: ignore[assignment]
+    pol.wait_models = False
+    cont, eot = np.array([0.9, 0.05, 0.05]), np.array([0.05, 0.95, 0.0])
+    pol.decide(_inp(silence=0.0, user_speaking=True, speech_run=0.3, partial="book a table"), cont, eot)
+    out = [pol.decide(_inp(silence=0.032 * (k + 1), partial="book a table"), cont, eot).decision for k in range(16)]
+    assert out.index(Decision.END_OF_TURN) == 15, "at max_silence_ms, not before"
