@@ -110,7 +110,7 @@ class Engine:
         self.clock: Clock = clock or (MonotonicClock() if self.live else SimClock())
         self.history = history or History(cfg.llm.system_prompt, cfg.llm.history_turns)
         self.listener = Listener(models.vad, models.asr, cfg.vad, cfg.asr)
-        self.listener.wait_drafts = not self.live
+        self.listener.set_live(self.live)
         self._pace_policy(policy)
         self.player = Player(int(cfg.engine.max_pending_audio_s * SAMPLE_RATE))
         self.stats = EngineStats()

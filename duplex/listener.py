@@ -65,6 +65,15 @@ class Listener:
         speed; live runs never wait."""
         self.reset()
 
+    def set_live(self, live: bool) -> None:
+        """Pace the recogniser for a live run (never wait: speculative finals reported once
+        ready, partials decoded on their own thread where the recogniser can) or a lockstep
+        one (wait, decode on this thread: the same words every run)."""
+        self.wait_drafts = not live
+        background = getattr(self.asr, "background_partials", None)
+        if background is not None:
+            background(live)
+
     def reset(self) -> None:
         self.vad.reset()
         self.seg.reset()

@@ -42,7 +42,7 @@ from duplex.config import ASRConfig
 from duplex.clock import PerfTimer
 from duplex.errors import ASRError, ModelError
 from duplex.resources import force_offline, locate_whisper
-from duplex.stages.asr import PocketSphinxASR, StreamingASR
+from duplex.stages.asr import BackgroundPartials, PocketSphinxASR, StreamingASR
 from duplex.stages.llm import default_threads
 from duplex.stages.multilingual import LanguageTracker
 
@@ -422,8 +422,18 @@ class WhisperFinalsASR:
         self.whisper.warmup()
 
     def close(self) -> None:
-        """Stop the worker thread (a running decode finishes first)."""
+        """Stop the worker threads (a running decode finishes first)."""
+        self.background_partials(False)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def background_partials(self, on: bool) -> None:
+        """Live runs: the partial recogniser on its own thread (:class:`BackgroundPartials`),
+        so its per-frame decoding never stalls the frame loop. Lockstep runs: on the caller's."""
+        if on and not isinstance(self.partials, BackgroundPartials):
+            self.partials = BackgroundPartials(self.partials)
+        elif not on and isinstance(self.partials, BackgroundPartials):
+            bg, self.partials = self.partials, self.partials.inner
+            bg.close()
 
     # --- StreamingASR -----------------------------------------------------------------
 
