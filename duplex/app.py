@@ -39,6 +39,7 @@ from duplex.events import (
 from duplex.session.recorder import Recorder, Recording, as_recorded
 from duplex.stages.asr import GuardedASR
 from duplex.stages.factory import Models
+from duplex.stages.speaker import gate_record
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,9 @@ async def run_conversation(
         attach(bus)
     recorder: Recorder | None = None
     if session_dir is not None:
-        recorder = recording = Recorder(session_dir, cfg, source=getattr(source, "name", ""))
+        gate = engine.speaker.gate if engine.speaker is not None else None
+        recorder = recording = Recorder(session_dir, cfg, source=getattr(source, "name", ""),
+                                        extra={"speaker_gate": gate_record(gate)})
     if recording is not None:
         bus.subscribe(recording.on_event)
         engine.add_tap(recording.on_audio)

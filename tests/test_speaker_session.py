@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 from mqtt_fixtures import Collector, mosquitto, requires_mosquitto, unique_by_seq  # noqa: F401
-from test_speaker_engine import ASK, STOP, TV, VOICES, barge_after, gated_models
+from test_speaker_engine import AGENT, ASK, OTHER, STOP, TV, VOICES, barge_after, gated_models, profile
 
 from duplex.app import run_conversation
 from duplex.audio.source import ArraySource
@@ -17,6 +17,7 @@ from duplex.mqtt.payloads import validate
 from duplex.session.replay import replay, session_config
 from duplex.session.report import compare_decisions
 from duplex.session.store import load_session
+from duplex.stages.speaker import SpeakerGate
 from harness import ScriptedPolicy, make_config, render
 
 SCRIPT = [ASK, TV, STOP]
@@ -55,6 +56,27 @@ def test_other_speaker_is_recorded_and_replays_the_same(tmp_path):
                                                                                             enabled=False)),
                              speaker_models()))
     assert compare_decisions(session.events, off.events) != []
+
+
+def test_a_replay_hears_with_the_voices_the_session_recorded_not_todays(tmp_path):
+    cfg = make_config({"speaker": {"enabled": True}})
+    d = tmp_path / "s"
+    asyncio.run(run_conversation(cfg, speaker_models(), ArraySource(render(SCRIPT, END_S), name="voices"),
+                                 session_dir=d))
+    session = load_session(d)
+    rec = session.meta["speaker_gate"]
+    assert rec["mode"] == "user+agent" and rec["user"]["name"] == "user" and len(rec["user"]["embedding"]) > 0
+    # Since the recording the user enrolled again, and the TV's voice was taken for theirs.
+    today = speaker_models()
+    enc = today.speaker_gate.encoder
+    today.speaker_gate = SpeakerGate(enc, profile("user", OTHER), profile("agent", AGENT))
+    rcfg = session_config(session)
+    again = asyncio.run(replay(session, rcfg, today))
+    assert compare_decisions(session.events, again.events) == []
+    # Without the recorded voices (an older session.json) today's profile decides: different.
+    old = dataclasses.replace(session, meta={k: v for k, v in session.meta.items() if k != "speaker_gate"})
+    other = asyncio.run(replay(old, rcfg, today))
+    assert compare_decisions(session.events, other.events) != []
 
 
 @pytest.mark.timeout(120)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.audio.source import frames_of, pace
 from duplex.config import Config, load_config
 from duplex.config import replace as replace_section
-from duplex.errors import ConfigError, SessionError
+from duplex.errors import ConfigError, SessionError, SpeakerError
 from duplex.events import AgentTurnStarted, EndOfTurn, Event, Muted, Notice, SessionEnded
 from duplex.session.store import Session
+from duplex.stages.speaker import recorded_gate
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,15 @@ async def replay(
     subscribers: Sequence[Callable[[Event], None]] = (),
     switch_policy: bool = True,
 ) -> Any:
-    """Run one replay of ``session``; returns :class:`duplex.app.RunResult`."""
+    """Run one replay of ``session``; returns :class:`duplex.app.RunResult`.
+
+    The speaker gate hears with the voice profiles the session recorded (``session.json``'s
+    ``speaker_gate``), not whatever is enrolled now; where those cannot be used (another
+    encoder) the replay keeps today's and says so.
+    """
     from duplex.app import run_conversation
+
+    models = with_recorded_voices(session, models)
 
     source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames), realtime=realtime,
                           name=f"replay of {session.path.name}", switch_policy=switch_policy)
@@ -196,6 +204,19 @@ async def replay(
 
     return await run_conversation(cfg, models, source, session_dir=session_dir, subscribers=list(subscribers),
                                   on_engine=on_engine)
+
+
+def with_recorded_voices(session: Session, models: Any) -> Any:
+    """``models`` with a speaker gate holding the profiles ``session`` recorded (if it did)."""
+    record = session.meta.get("speaker_gate")
+    gate = getattr(models, "speaker_gate", None)
+    if not record or gate is None:
+        return models
+    try:
+        return replace(models, speaker_gate=recorded_gate(record, gate))
+    except (SpeakerError, KeyError, TypeError) as exc:
+        log.warning("replaying with today's voice profiles, not the recorded ones: %s", exc)
+        return models
 
 
 def was_lockstep(session: Session) -> bool:

@@ -27,7 +27,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -597,6 +597,31 @@ class SpeakerTrack:
         return (v if v is not None and v.n_embeddings else None), new is not None
 
 
+def gate_record(gate: SpeakerGate | None) -> dict[str, Any] | None:
+    """What a session records of the gate (``session.json``'s ``speaker_gate``): its mode
+    and both voice profiles, embeddings included, so a replay hears with the same voices
+    even after the user enrols again or on another machine."""
+    if gate is None:
+        return None
+    return {
+        "mode": gate.mode,
+        "encoder": gate.encoder.id,
+        "user": gate.user.to_dict() if gate.user is not None else None,
+        "agent": gate.agent.to_dict() if gate.agent is not None else None,
+    }
+
+
+def recorded_gate(record: dict[str, Any], gate: SpeakerGate) -> SpeakerGate:
+    """``gate`` (the replay's, with its encoder and config) with the profiles ``record``
+    (:func:`gate_record`) holds. Raises :class:`SpeakerError` if they cannot be used
+    (another encoder, a corrupt profile)."""
+    if not isinstance(record, dict):
+        raise SpeakerError("session.json: speaker_gate is not a mapping")
+    user = VoiceProfile.from_dict(record["user"], "the recorded user profile") if record.get("user") else None
+    agent = VoiceProfile.from_dict(record["agent"], "the recorded agent profile") if record.get("agent") else None
+    return SpeakerGate(gate.encoder, user, agent, gate.cfg)
+
+
 def mode_line(cfg: SpeakerConfig, gate: SpeakerGate | None) -> str:
     """One line for ``duplex run``: whether the speaker gate is on, and what it can tell."""
     if not cfg.enabled:
@@ -647,6 +672,8 @@ __all__ = [
     "AGENT_SENTENCES",
     "ENCODER_ID",
     "GateConfig",
+    "gate_record",
+    "recorded_gate",
     "REFERENCE_WINDOW_S",
     "SpeakerEncoder",
     "SpeakerGate",
