@@ -22,6 +22,7 @@ Two pacings, one code path:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ from duplex.audio.wav import level_db
 from duplex.bus import EventBus
 from duplex.clock import Clock, MonotonicClock, SimClock
 from duplex.config import Config
-from duplex.errors import ConfigError, DuplexError
+from duplex.errors import ConfigError, DuplexError, SpeakerError
 from duplex.events import (
     AgentState,
     Decision,
@@ -51,12 +52,14 @@ from duplex.events import (
     SpeakerHeard,
     StageError,
     StateChanged,
+    VoiceEnrolled,
 )
 from duplex.floor import EngineStats, Floor, FloorView
 from duplex.history import History
 from duplex.listener import Listener, ListenerFrame
 from duplex.stages.factory import Models, PolicyFactory
-from duplex.stages.speaker import SpeakerTrack, SpeakerVerdict
+from duplex.speaker_profiles import VoiceProfile
+from duplex.stages.speaker import SpeakerGate, SpeakerTrack, SpeakerVerdict
 from duplex.turn import PolicyInput, PolicyOutput, TurnPolicy
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,27 @@ class CaptureProcessor(Protocol):
     the player sent to the speaker in the same tick (the echo reference)."""
 
     def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray: ...
+
+
+class _Capture:
+    """Microphone frames collected for :meth:`Engine.capture_mic`."""
+
+    def __init__(self, samples: int, fut: asyncio.Future[np.ndarray]) -> None:
+        self.need = samples
+        self.fut = fut
+        self.parts: list[np.ndarray] = []
+        self.got = 0
+
+    def add(self, frame: np.ndarray) -> bool:
+        """Take one frame; True once enough is in (the future then holds the audio)."""
+        if self.fut.done():  # cancelled by the caller
+            return True
+        self.parts.append(np.array(frame, dtype=np.float32))
+        self.got += frame.size
+        if self.got < self.need:
+            return False
+        self.fut.set_result(np.concatenate(self.parts)[: self.need])
+        return True
 
 
 class Engine:
@@ -128,6 +152,7 @@ class Engine:
         self._frame_index = 0
         self._state = AgentState.LISTENING
         self._muted = False
+        self._capture: _Capture | None = None
         self._ending: str | None = None
         self._say_queue: list[str] = []
 
@@ -143,6 +168,25 @@ class Engine:
         if muted != self._muted:
             self._muted = muted
             self._emit(Muted(self.clock.now(), muted=muted))
+
+    def capture_mic(self, seconds: float) -> asyncio.Future[np.ndarray]:
+        """The next ``seconds`` of the microphone (after any mic filter), for enrolling a
+        voice. Meanwhile the listener hears silence, as when muted: the agent does not
+        answer what the user says for the enrolment, and the recording keeps silence."""
+        if self._capture is not None:
+            raise SpeakerError("a voice is already being captured")
+        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._capture = _Capture(max(1, int(seconds * SAMPLE_RATE)), fut)
+        return fut
+
+    def use_voice(self, profile: VoiceProfile) -> None:
+        """From now on only ``profile``'s voice takes the turn (a voice enrolled mid-conversation)."""
+        if self.speaker is None:
+            raise SpeakerError("the speaker gate is off (speaker.enabled = false): turn it on to use a voice profile")
+        g = self.speaker.gate
+        self.speaker = SpeakerTrack(SpeakerGate(g.encoder, profile, g.agent, g.cfg))
+        self._emit(VoiceEnrolled(self.clock.now(), name=profile.name, speech_s=profile.speech_s,
+                                 profile=json.dumps(profile.to_dict(), separators=(",", ":"))))
 
     def say(self, text: str) -> None:
         self._say_queue.append(text)
@@ -234,6 +278,10 @@ class Engine:
         # 2. Listen and 3. decide, in the executor: the loop never runs a model.
         for flt in self._mic_filters:
             mic = flt(mic, played.audio)
+        if self._capture is not None:
+            if self._capture.add(mic):
+                self._capture = None
+            mic = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         if self._muted:
             mic = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         for tap in self._taps:

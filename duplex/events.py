@@ -373,6 +373,17 @@ class Muted(ControlEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceEnrolled(ControlEvent):
+    """The user enrolled their voice during the conversation (the TUI's ``e``): from now
+    on the speaker gate lets only this voice take the turn. ``profile`` is the voice
+    profile as JSON, embedding included, so a replay applies the same one at the same frame."""
+
+    name: str = ""
+    speech_s: float = 0.0
+    profile: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnded(ControlEvent):
     reason: str = "input ended"
     dropped_frames: int = 0

@@ -42,6 +42,7 @@ from duplex.events import (
     TurnLatency,
     UserSpeechEnded,
     UserSpeechStarted,
+    VoiceEnrolled,
 )
 from tui.app import DuplexApp
 from tui.session import POLICIES
@@ -347,6 +348,38 @@ async def test_a_policy_that_cannot_load_is_a_notification() -> None:
         await pilot.pause(0.1)
         assert any("predictor weights not found" in n.notification.message for n in hook.seen)
         assert app.statebar.policy == "rules"
+
+
+async def test_e_enrols_the_voice_and_says_how_it_went() -> None:
+    hook = Collect(Notify)
+
+    class Enrolling(EventFeed):
+        async def enroll(self, seconds: float = 10.0) -> str:
+            self.calls.append(("enroll", seconds))
+            return "enrolled 'user' from 9.1 s of speech: only this voice takes the turn now"
+
+    ok = Enrolling([], SessionInfo())
+    app = DuplexApp(ok, autostart=False)
+    async with app.run_test(size=SIZE, notifications=True, message_hook=hook) as pilot:
+        await pilot.press("e")
+        await pilot.pause(0.1)
+        assert ("enroll", 10.0) in ok.calls
+        assert any("talk alone for 10 s" in n.notification.message for n in hook.seen)
+        assert any("only this voice takes the turn now" in n.notification.message for n in hook.seen)
+    hook.seen.clear()
+    app = DuplexApp(EventFeed([], SessionInfo()), autostart=False)
+    async with app.run_test(size=SIZE, notifications=True, message_hook=hook) as pilot:
+        await pilot.press("e")
+        await pilot.pause(0.1)
+        errors = [n.notification.message for n in hook.seen if n.notification.severity == "error"]
+        assert errors and errors[0].startswith("voice not enrolled: a recorded event log has no microphone")
+        assert app.is_running
+
+
+def test_an_enrolled_voice_is_in_the_event_log() -> None:
+    view = SessionView()
+    view.apply(VoiceEnrolled(3.2, name="alice", speech_s=9.6, profile="{}"))
+    assert any(line.kind == "voice" and "enrolled 'alice' (9.6 s" in line.text for line in view.log)
 
 
 async def test_quit_ends_a_running_session_first() -> None:

@@ -26,7 +26,7 @@ from textual.widgets import Footer
 
 from duplex.errors import DuplexError
 from duplex.events import ControlEvent, Event, SessionEnded, StageError
-from tui.session import POLICIES, Session
+from tui.session import ENROL_S, POLICIES, Session
 from tui.view import SessionView
 from tui.widgets import ConversationPane, EventLog, HelpScreen, SignalsPane, StateBar, TimingPane
 
@@ -72,6 +72,7 @@ class DuplexApp(App[int]):
         Binding("m", "mute", "Mute mic"),
         Binding("r", "record", "Recording"),
         Binding("p", "policy", "Policy"),
+        Binding("e", "enroll", "Enrol voice"),
         Binding("c", "clear", "Clear"),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "unfocus", "Back", show=False),
@@ -82,6 +83,7 @@ class DuplexApp(App[int]):
         ("m", "mute / unmute the microphone (the agent hears silence)"),
         ("r", "pause / resume recording (paused spans are written as silence, their events dropped)"),
         ("p", "switch the turn policy: rules → predictor → smart-turn"),
+        ("e", "enrol your voice: talk alone for 10 s, then only your voice can interrupt or end a turn"),
         ("c", "clear the conversation, timing and event panes"),
         ("/", "filter the event log (escape returns)"),
         ("?", "this help"),
@@ -249,6 +251,19 @@ class DuplexApp(App[int]):
         name = POLICIES[(POLICIES.index(self._policy) + 1) % len(POLICIES)] if self._policy in POLICIES else POLICIES[0]
         self.notify(f"switching the policy to {name}…", timeout=3)
         self.run_worker(self._switch_policy(name), group="policy", exclusive=True, exit_on_error=False)
+
+    def action_enroll(self) -> None:
+        self.notify(f"enrolling your voice: talk alone for {ENROL_S:.0f} s…", title="voice", timeout=ENROL_S)
+        self.run_worker(self._enroll(), group="enroll", exclusive=True, exit_on_error=False)
+
+    async def _enroll(self) -> None:
+        try:
+            line = await self.session.enroll(ENROL_S)
+        except Exception as exc:  # a failed enrolment is a notification, not a crash
+            msg = str(exc) if isinstance(exc, DuplexError) else f"{type(exc).__name__}: {exc}"
+            self.notify(f"voice not enrolled: {msg}", title="voice", severity="error", timeout=10)
+            return
+        self.notify(line, title="voice", timeout=8)
 
     async def _switch_policy(self, name: str) -> None:
         try:

@@ -26,7 +26,9 @@ import numpy as np
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.audio.source import pace
 from duplex.bus import EventBus
-from duplex.errors import PolicyError
+from duplex.errors import PolicyError, SpeakerError
+from duplex.speaker_profiles import ProfileStore, check_name
+from duplex.stages.speaker import profile_from_recording
 from duplex.events import (
     AgentState,
     AgentTurnEnded,
@@ -93,6 +95,12 @@ class SessionInfo:
         )
 
 
+ENROL_S = 10.0
+"""How long the TUI's enrolment records (10 s of speech: the EER benchmark's best length)."""
+ENROL_MIN_SPEECH_S = 4.0
+"""Less speech than this in the enrolment window is refused (the user hardly spoke)."""
+
+
 class Session(Protocol):
     info: SessionInfo
 
@@ -106,6 +114,10 @@ class Session(Protocol):
         ...
     async def set_policy(self, name: str) -> None:
         """Switch the turn policy; raises :class:`duplex.errors.PolicyError` if it cannot load."""
+        ...
+    async def enroll(self, seconds: float = ENROL_S) -> str:
+        """Record the user alone for ``seconds``, enrol that voice and use it from now on;
+        returns a line for the user. Raises :class:`duplex.errors.SpeakerError`."""
         ...
     def mqtt_connected(self) -> bool | None:
         """``None`` when MQTT is off or its state is unknown."""
@@ -305,6 +317,32 @@ class LiveSession:
         policy = await asyncio.to_thread(make_policy, replace(self.cfg.policy, name=name))  # type: ignore[arg-type]
         self.engine.use_policy(policy)
 
+    async def enroll(self, seconds: float = ENROL_S) -> str:
+        """Enrol the user's voice from the next ``seconds`` of the microphone (the agent
+        does not listen meanwhile), save it as ``speaker.profile`` (``user`` if unset) in the
+        voices directory, and let only that voice take the turn from now on. The encoder
+        and the VAD run in a thread; the session records the profile (a replay uses it)."""
+        eng = self.engine
+        if eng is None:
+            raise SpeakerError("the conversation has not started yet")
+        if eng.speaker is None:
+            raise SpeakerError("the speaker gate is off (speaker.enabled = false): turn it on to enrol a voice")
+        name = check_name(self.cfg.speaker.profile or "user")
+        self._notice(eng.clock.now(), f"enrolling '{name}': talk alone for {seconds:.0f} s "
+                                      "(the agent is not listening meanwhile)")
+        audio = await eng.capture_mic(seconds)
+        encoder = eng.speaker.gate.encoder
+        profile = await asyncio.to_thread(profile_from_recording, encoder, audio, name, source="tui microphone",
+                                          min_speech_s=ENROL_MIN_SPEECH_S)
+        path = await asyncio.to_thread(ProfileStore().save, profile)
+        eng.use_voice(profile)
+        doubt = (f"; its windows disagree (consistency {profile.self_sim_mean:.2f}): was someone else talking?"
+                 if profile.self_sim_mean < 0.75 else "")
+        line = (f"enrolled '{name}' from {profile.speech_s:.1f} s of speech: only this voice takes the turn now "
+                f"(saved to {path}){doubt}")
+        self._notice(eng.clock.now(), line)
+        return line
+
     def mqtt_connected(self) -> bool | None:
         if not self.cfg.mqtt.enabled or self.bridge is None:
             return None
@@ -360,6 +398,10 @@ class EventFeed:
 
     async def set_policy(self, name: str) -> None:
         self.calls.append(("policy", name))
+
+    async def enroll(self, seconds: float = ENROL_S) -> str:
+        self.calls.append(("enroll", seconds))
+        raise SpeakerError("a recorded event log has no microphone to enrol a voice from")
 
     def mqtt_connected(self) -> bool | None:
         return None

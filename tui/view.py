@@ -58,6 +58,7 @@ from duplex.events import (
     TurnLatency,
     UserSpeechEnded,
     UserSpeechStarted,
+    VoiceEnrolled,
 )
 
 SIGNAL_WINDOW_S = 6.0
@@ -527,6 +528,9 @@ class SessionView:
                 self.state = ev.state
                 self.dirty.add("state")
                 self._log(ev, "state", state_label(ev.state))
+            case VoiceEnrolled():
+                self._log(ev, "voice", f"enrolled '{ev.name}' ({ev.speech_s:.1f} s of speech): only this voice "
+                          "takes the turn now")
             case Muted():
                 self.muted = ev.muted
                 self.dirty.add("state")

@@ -73,15 +73,15 @@ def run(args: argparse.Namespace, pyaudio_module: Any = None) -> int:
         audio, source = asyncio.run(_record(args.seconds, pyaudio_module)), "microphone"
 
     # Heavy imports only when there is audio to embed (--list stays instant).
-    from duplex.stages.speaker import SpeakerEncoder, profile_from_speech, speech_only
+    from duplex.stages.speaker import SpeakerEncoder, profile_from_recording, speech_only
     from duplex.stages.vad import SileroVAD
 
-    speech = speech_only(audio, SileroVAD().probabilities(audio))
-    profile = profile_from_speech(SpeakerEncoder(), speech, name, source=source, min_speech_s=MIN_SPEECH_S)
+    profile = profile_from_recording(SpeakerEncoder(), audio, name, source=source, min_speech_s=MIN_SPEECH_S)
+    speech = speech_only(audio, SileroVAD().probabilities(audio)) if args.keep_audio else None
     if profile.self_sim_mean < 0.75:
         print(f"duplex: warning: the windows of this recording disagree (consistency {profile.self_sim_mean:.2f}): "
               f"is someone else talking, or is it noisy?", file=sys.stderr)
-    path = store.save(profile, audio=speech if args.keep_audio else None)
+    path = store.save(profile, audio=speech)
     short = " (10 s or more recognises better)" if profile.speech_s < 10 else ""
     print(f"enrolled '{name}': {profile.speech_s:.1f} s of speech{short} -> {path}")
     print(f"duplex run lets only this voice take the turn with [speaker] profile = \"{name}\" "

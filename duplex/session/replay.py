@@ -10,6 +10,7 @@ took effect, reconstructed from the recorded events (:func:`recorded_commands`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -23,8 +24,9 @@ from duplex.audio.source import frames_of, pace
 from duplex.config import Config, load_config
 from duplex.config import replace as replace_section
 from duplex.errors import ConfigError, SessionError, SpeakerError
-from duplex.events import AgentTurnStarted, EndOfTurn, Event, Muted, Notice, SessionEnded
+from duplex.events import AgentTurnStarted, EndOfTurn, Event, Muted, Notice, SessionEnded, VoiceEnrolled
 from duplex.session.store import Session
+from duplex.speaker_profiles import VoiceProfile
 from duplex.stages.speaker import recorded_gate
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class Command:
 
     frame: int
     name: str
-    """``say``, ``mute``, ``unmute``, ``policy`` or ``end``."""
+    """``say``, ``mute``, ``unmute``, ``policy``, ``voice`` or ``end``."""
     arg: str = ""
 
 
@@ -108,6 +110,7 @@ def recorded_commands(events: Sequence[Event], n_frames: int) -> list[Command]:
     * ``say``: an :class:`AgentTurnStarted` with no :class:`EndOfTurn` of the same turn
       at the same instant (a reply the user did not prompt);
     * mute/unmute: :class:`Muted`; a policy switch: its :class:`Notice`;
+    * ``voice``: a :class:`VoiceEnrolled` (the profile itself is in the event);
     * ``end``: a :class:`SessionEnded` for another reason than the input ending.
     """
     out: list[Command] = []
@@ -121,6 +124,8 @@ def recorded_commands(events: Sequence[Event], n_frames: int) -> list[Command]:
                 out.append(Command(frame, "mute" if e.muted else "unmute"))
             case Notice() if e.message.startswith(_POLICY_SWITCH):
                 out.append(Command(frame, "policy", e.message[len(_POLICY_SWITCH):].strip()))
+            case VoiceEnrolled():
+                out.append(Command(frame, "voice", e.profile))
             case SessionEnded() if e.reason != NATURAL_END:
                 out.append(Command(max(0, n_frames - 1), "end", e.reason))
             case _:
@@ -167,6 +172,8 @@ class ReplaySource:
                 eng.set_muted(c.name == "mute")
             case "policy" if self.switch_policy:
                 eng.set_policy(c.arg)
+            case "voice":
+                eng.use_voice(VoiceProfile.from_dict(json.loads(c.arg), "the voice enrolled in the recording"))
             case "end":
                 eng.end(c.arg)
             case _:

@@ -36,6 +36,7 @@ from duplex.config import SpeakerConfig
 from duplex.errors import ModelError, SpeakerError
 from duplex.resources import resolve_model_path
 from duplex.speaker_profiles import ProfileStore, VoiceProfile
+from duplex.stages.vad import SileroVAD
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,14 @@ def profile_from_speech(encoder: SpeakerEncoder, speech: np.ndarray, name: str, 
         level_dbfs=round(level_dbfs(speech), 1),
         source=source,
     )
+
+
+def profile_from_recording(encoder: SpeakerEncoder, audio: np.ndarray, name: str, *, source: str = "",
+                           min_speech_s: float = 2.0) -> VoiceProfile:
+    """A voice profile from a recording of the user alone: silero VAD keeps the speech,
+    then :func:`profile_from_speech`. Slow (the VAD and the encoder): call it off the loop."""
+    return profile_from_speech(encoder, speech_only(audio, SileroVAD().probabilities(audio)), name,
+                               source=source, min_speech_s=min_speech_s)
 
 
 def agent_profile(encoder: SpeakerEncoder, tts: _Synth, sentences: Sequence[str] = AGENT_SENTENCES,
@@ -673,6 +682,7 @@ __all__ = [
     "ENCODER_ID",
     "GateConfig",
     "gate_record",
+    "profile_from_recording",
     "recorded_gate",
     "REFERENCE_WINDOW_S",
     "SpeakerEncoder",
