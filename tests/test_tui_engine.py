@@ -88,3 +88,5 @@ async def test_real_session_with_a_barge_in(cfg, models, tmp_path) -> None:
             assert (tmp_path / "session" / name).stat().st_size > 0
         meta = json.loads((tmp_path / "session" / "session.json").read_text())
         assert meta["complete"] and meta["summary"]["barge_ins"] == 1
+        # The voices the gate heard with, for the replay (None with the gate off).
+        assert "speaker_gate" in meta and (meta["speaker_gate"] is None) == (not cfg.speaker.enabled)

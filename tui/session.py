@@ -28,7 +28,7 @@ from duplex.audio.source import pace
 from duplex.bus import EventBus
 from duplex.errors import PolicyError, SpeakerError
 from duplex.speaker_profiles import ProfileStore, check_name
-from duplex.stages.speaker import profile_from_recording
+from duplex.stages.speaker import gate_record, profile_from_recording
 from duplex.events import (
     AgentState,
     AgentTurnEnded,
@@ -273,6 +273,8 @@ class LiveSession:
 
     def _on_engine(self, engine: Engine) -> None:
         self.engine = engine
+        if self.gate is not None:
+            self.gate.recorder.annotate("speaker_gate", gate_record(engine.speaker.gate if engine.speaker else None))
         if self._muted:
             engine.set_muted(True)
 

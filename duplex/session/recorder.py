@@ -63,6 +63,7 @@ def as_recorded(mic: np.ndarray, played: np.ndarray | None = None) -> np.ndarray
     pcm = (np.clip(mic, -1.0, 1.0) * _PCM_SCALE).astype(np.int16)
     return pcm16_to_float(pcm)
 
+
 class Recording(Protocol):
     """What a conversation feeds its recording: every event and every frame's audio."""
 
@@ -139,6 +140,14 @@ class Recorder:
         os.replace(tmp, self.dir / "session.json")
 
     # a bus subscriber
+    def annotate(self, key: str, value: Any) -> None:
+        """Add ``key`` to ``session.json`` now (what a caller learns once the engine exists)."""
+        self._meta[key] = value
+        try:
+            self._write_meta()
+        except OSError as exc:
+            self._fail(exc)
+
     def on_event(self, ev: Event) -> None:
         if self.failed:
             return
