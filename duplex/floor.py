@@ -377,7 +377,10 @@ class Floor:
                                   t: float) -> None:
         """Barge-in, backchannel, noise, or pause then decide (see :mod:`duplex.turn`)."""
         ov = self.overlap
-        onset = ov.onset if ov is not None else t
+        # A sound the policy let pass (a backchannel) ends its overlap; if the user talks on
+        # in the same speech run and the policy then stops the agent, the user has been
+        # talking since the run began: that is the onset (not this frame).
+        onset = ov.onset if ov is not None else (t - lf.speech_run if x.user_speaking else t)
         paused_for = ov.paused_for(t) if ov is not None and ov.paused_at is not None else None
         timeout = paused_for is not None and paused_for >= self.cfg.engine.pause_timeout_s - 1e-9 \
             and d not in (Decision.BARGE_IN, Decision.RESUME, Decision.BACKCHANNEL)

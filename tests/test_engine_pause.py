@@ -248,3 +248,13 @@ def test_new_events_round_trip_through_a_recording():
     assert BackchannelCancelled.DECISION
     cut = BackchannelCancelled(1.0, onset=0.5)
     assert event_from_dict(json.loads(cut.to_json())) == cut
+
+
+def test_a_stop_after_a_let_pass_sound_in_the_same_run_counts_from_the_runs_onset():
+    # The policy lets the start pass as a backchannel ("well"), then stops the agent on
+    # what follows without a gap: the reaction is from when the user began talking.
+    run = run_timeline([ASK, says("well wait what about mars then", 2.2, 3.6)],
+                       policy=ScriptedPolicy(at={2.5: Decision.BACKCHANNEL, 3.0: PAUSE, 3.2: BARGE_IN}))
+    p, b = run.first(AgentPaused), run.first(BargeIn)
+    assert abs(p.onset - 2.2) <= 2 * FRAME_S and p.reaction == pytest.approx(p.t - p.onset) and p.reaction > 0.6
+    assert b.onset == p.onset and b.reaction > 0.8
