@@ -334,8 +334,8 @@ class LiveSession:
                                       "(the agent is not listening meanwhile)")
         audio = await eng.capture_mic(seconds)
         encoder = eng.speaker.gate.encoder
-        profile = await asyncio.to_thread(profile_from_recording, encoder, audio, name, source="tui microphone",
-                                          min_speech_s=ENROL_MIN_SPEECH_S)
+        profile, _ = await asyncio.to_thread(profile_from_recording, encoder, audio, name, source="tui microphone",
+                                             min_speech_s=ENROL_MIN_SPEECH_S)
         path = await asyncio.to_thread(ProfileStore().save, profile)
         eng.use_voice(profile)
         doubt = (f"; its windows disagree (consistency {profile.self_sim_mean:.2f}): was someone else talking?"

@@ -73,15 +73,13 @@ def run(args: argparse.Namespace, pyaudio_module: Any = None) -> int:
         audio, source = asyncio.run(_record(args.seconds, pyaudio_module)), "microphone"
 
     # Heavy imports only when there is audio to embed (--list stays instant).
-    from duplex.stages.speaker import SpeakerEncoder, profile_from_recording, speech_only
-    from duplex.stages.vad import SileroVAD
+    from duplex.stages.speaker import SpeakerEncoder, profile_from_recording
 
-    profile = profile_from_recording(SpeakerEncoder(), audio, name, source=source, min_speech_s=MIN_SPEECH_S)
-    speech = speech_only(audio, SileroVAD().probabilities(audio)) if args.keep_audio else None
+    profile, speech = profile_from_recording(SpeakerEncoder(), audio, name, source=source, min_speech_s=MIN_SPEECH_S)
     if profile.self_sim_mean < 0.75:
         print(f"duplex: warning: the windows of this recording disagree (consistency {profile.self_sim_mean:.2f}): "
               f"is someone else talking, or is it noisy?", file=sys.stderr)
-    path = store.save(profile, audio=speech)
+    path = store.save(profile, audio=speech if args.keep_audio else None)
     short = " (10 s or more recognises better)" if profile.speech_s < 10 else ""
     print(f"enrolled '{name}': {profile.speech_s:.1f} s of speech{short} -> {path}")
     print(f"duplex run lets only this voice take the turn with [speaker] profile = \"{name}\" "

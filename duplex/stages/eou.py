@@ -89,7 +89,6 @@ class TextEndOfUtterance:
         self._wanted: str | None = None
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
-        self._closed = False
         self.evaluated_tokens = 0
         """Tokens run through the model so far (the incremental cache's saving shows here)."""
 
@@ -119,29 +118,17 @@ class TextEndOfUtterance:
         if not words or self._recall(words) is not None:
             return
         with self._wake:
-            if self._closed:
-                return
             self._wanted = words
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, name="duplex-text-eou", daemon=True)
                 self._worker.start()
             self._wake.notify()
 
-    def close(self) -> None:
-        """Stop the background thread (a text being scored finishes first)."""
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        if self._worker is not None:
-            self._worker.join()
-
     def _serve(self) -> None:
         while True:
             with self._wake:
-                while self._wanted is None and not self._closed:
+                while self._wanted is None:
                     self._wake.wait()
-                if self._closed:
-                    return
                 words, self._wanted = self._wanted, None
             self(words)
 

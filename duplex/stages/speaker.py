@@ -287,11 +287,12 @@ def profile_from_speech(encoder: SpeakerEncoder, speech: np.ndarray, name: str, 
 
 
 def profile_from_recording(encoder: SpeakerEncoder, audio: np.ndarray, name: str, *, source: str = "",
-                           min_speech_s: float = 2.0) -> VoiceProfile:
-    """A voice profile from a recording of the user alone: silero VAD keeps the speech,
-    then :func:`profile_from_speech`. Slow (the VAD and the encoder): call it off the loop."""
-    return profile_from_speech(encoder, speech_only(audio, SileroVAD().probabilities(audio)), name,
-                               source=source, min_speech_s=min_speech_s)
+                           min_speech_s: float = 2.0) -> tuple[VoiceProfile, np.ndarray]:
+    """A voice profile from a recording of the user alone, and the speech it was made of:
+    silero VAD keeps the speech, then :func:`profile_from_speech`. Slow (the VAD and the
+    encoder): call it off the loop."""
+    speech = speech_only(audio, SileroVAD().probabilities(audio))
+    return profile_from_speech(encoder, speech, name, source=source, min_speech_s=min_speech_s), speech
 
 
 def agent_profile(encoder: SpeakerEncoder, tts: _Synth, sentences: Sequence[str] = AGENT_SENTENCES,
