@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES
+from duplex.clock import PerfTimer
 from duplex.config import ASRConfig, VADConfig
 from duplex.stages.asr import StreamingASR
 from duplex.stages.vad import VAD, SpeechSegmenter
@@ -89,8 +90,6 @@ class Listener:
 
     def close_utterance(self) -> tuple[str, float]:
         """End the current speech run now (the policy decided early); returns (final, compute s)."""
-        from duplex.clock import PerfTimer
-
         if not self.seg.speaking:
             return self.partial, 0.0
         self.seg.reset()
@@ -108,8 +107,6 @@ class Listener:
         return final if own is None else own
 
     def step(self, mic: np.ndarray) -> ListenerFrame:
-        from duplex.clock import PerfTimer
-
         assert mic.shape == (FRAME_SAMPLES,), mic.shape
         prob = self.vad(mic)
         edge = self.seg.step(prob)
