@@ -32,6 +32,7 @@ import hashlib
 import importlib.util
 import logging
 import math
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -146,7 +147,9 @@ def sample_voice(rng: np.random.Generator, held_out: bool, kokoro: bool | None =
 
 @functools.cache
 def _kokoro_default() -> bool:
-    return kokoro_available()
+    """Kokoro users when installed, unless ``DUPLEX_DATA_KOKORO=0`` (``--no-kokoro``; the
+    variable reaches the pool's worker processes too)."""
+    return os.environ.get("DUPLEX_DATA_KOKORO", "1") != "0" and kokoro_available()
 
 
 class Renderer:
@@ -845,7 +848,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=DEFAULT_COUNTS["test"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=CACHE)
+    ap.add_argument("--no-kokoro", action="store_true",
+                    help="no Kokoro users (the generator as it was before them, for learning curves)")
     a = ap.parse_args(argv)
+    if a.no_kokoro:
+        os.environ["DUPLEX_DATA_KOKORO"] = "0"
+        _kokoro_default.cache_clear()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     build({"train": a.train, "dev": a.dev, "test": a.test}, a.workers, a.out)
     return 0
