@@ -86,7 +86,8 @@ mostly it, so the held-out splits hear timbres and prosody styles training never
 
 @dataclass(frozen=True)
 class Voice:
-    """A way of rendering text: an espeak-ng voice+variant or piper Joe, then a warp."""
+    """A way of rendering text: an espeak-ng voice+variant, piper Joe or a mix of Kokoro
+    voices, then a warp."""
 
     engine: str  # "espeak" | "piper" | "kokoro"
     name: str = ""  # espeak "lang+variant"; kokoro "voice:weight,voice:weight"
@@ -160,7 +161,6 @@ class Renderer:
         self.cache.mkdir(parents=True, exist_ok=True)
         self._piper = None
         self._kokoro = None
-        self._kokoro_voices: dict[str, np.ndarray] = {}
 
     def __call__(self, voice: Voice, text: str) -> np.ndarray:
         h = hashlib.sha1(f"{voice.key}|{text}".encode()).hexdigest()[:20]
@@ -205,19 +205,17 @@ class Renderer:
         ]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
-
     def _kokoro_tts(self, voice: Voice, text: str) -> np.ndarray:
         if self._kokoro is None:
             from kokoro_onnx import Kokoro
 
             files = locate_kokoro_onnx(TTSConfig())
             self._kokoro = Kokoro(str(files.model), str(files.voices))
-            with np.load(files.voices) as pack:
-                self._kokoro_voices = {k: pack[k].astype(np.float32) for k in pack.files}
-        style = np.zeros_like(next(iter(self._kokoro_voices.values())))
+        style = None
         for part in voice.name.split(","):
             name, w = part.split(":")
-            style += float(w) * self._kokoro_voices[name]
+            term = float(w) * self._kokoro.get_voice_style(name).astype(np.float32)
+            style = term if style is None else style + term
         audio, sr = self._kokoro.create(text, voice=style, speed=1.0 / voice.length_scale, lang="en-us")
         return resample(np.asarray(audio, dtype=np.float32), sr)
 
