@@ -284,6 +284,10 @@ async def run_conversation(
     if recording is not None:
         bus.subscribe(recording.on_event)
         engine.add_tap(recording.on_audio)
+        if not engine.lockstep:
+            # Frame-clocked like lockstep, but models were not waited for: replays follow
+            # the recorded arrivals (duplex.pacing).
+            recording.annotate("clock", "live")
     stop = SignalStop(stop_signals) if stop_signals else None
     mqtt_cm: Any = contextlib.nullcontext()
     if cfg.mqtt.enabled:

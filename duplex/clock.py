@@ -1,9 +1,11 @@
 """Injected clocks: every timestamp in duplex comes from one of these.
 
 Stages count time in samples; the clock turns the engine's position into seconds
-for events. Live runs use :class:`MonotonicClock`, files and replay a
-:class:`SimClock` advanced by the engine one frame at a time, and tests a
-:class:`SimClock` they advance by hand.
+for events. Every run, live or lockstep, uses a :class:`SimClock` the engine advances
+one frame at a time (so event times line up with the session's audio to the sample, and
+a replay of a live session can reproduce them: :mod:`duplex.pacing`); tests advance
+one by hand. Compute time, which the session clock does not see, is measured with
+:class:`PerfTimer`.
 """
 
 from __future__ import annotations
@@ -18,18 +20,8 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
 
-class MonotonicClock:
-    """Wall-clock seconds since construction, from ``time.monotonic``."""
-
-    def __init__(self) -> None:
-        self._t0 = time.monotonic()
-
-    def now(self) -> float:
-        return time.monotonic() - self._t0
-
-
 class SimClock:
-    """A clock that moves only when told to; replay and tests use it."""
+    """A clock that moves only when told to: the engine's, and the tests'."""
 
     def __init__(self, start: float = 0.0) -> None:
         self._t = start

@@ -9,14 +9,18 @@ cancel it under the user's speech, log a backchannel, or play the agent's own
 "mm-hmm". The reply itself (LLM → chunker → TTS) runs as a separate task and fills the
 player's queue.
 
-Two pacings, one code path:
+Two pacings, one code path. In both the session clock is the position in the audio
+(advanced one frame per tick), so every event lines up with the session's WAV files;
+compute time is measured on :class:`~duplex.clock.PerfTimer`.
 
-* **live** (a microphone, or a file paced on the wall clock): the clock is monotonic;
+* **live** (a microphone, or a file paced on the wall clock): nothing waits for a model;
   if the reply's audio is not ready when the speaker needs it, the speaker plays silence.
-* **lockstep** (files, scripted users, replay): the clock is simulated, advanced one
-  frame per tick; when the speaker needs audio that is still being computed, the loop
-  waits for it. Compute is thus instantaneous on the session clock (plus
-  ``engine.sim_response_delay_ms``) and every decision is reproducible.
+  Which frame each asynchronous result was first used on is logged
+  (:mod:`duplex.pacing`) and recorded, so a replay of a live session reproduces it.
+* **lockstep** (files, scripted users, replay of a lockstep session): when the speaker
+  needs audio that is still being computed, the loop waits for it. Compute is thus
+  instantaneous on the session clock (plus ``engine.sim_response_delay_ms``) and every
+  decision is reproducible.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from duplex.audio.sink import AudioSink, NullSink
 from duplex.audio.source import AudioSource, pace
 from duplex.audio.wav import level_db
 from duplex.bus import EventBus
-from duplex.clock import Clock, MonotonicClock, SimClock
+from duplex.clock import Clock, SimClock
 from duplex.config import Config
 from duplex.errors import ConfigError, DuplexError, SpeakerError
 from duplex.events import (
     AgentState,
+    Arrived,
     Decision,
     Event,
     Levels,
@@ -57,6 +62,7 @@ from duplex.events import (
 from duplex.floor import EngineStats, Floor, FloorView
 from duplex.history import History
 from duplex.listener import Listener, ListenerFrame
+from duplex.pacing import Pacing
 from duplex.stages.factory import Models, PolicyFactory
 from duplex.speaker_profiles import VoiceProfile
 from duplex.stages.speaker import SpeakerGate, SpeakerTrack, SpeakerVerdict
@@ -131,12 +137,20 @@ class Engine:
         self.sink = sink or NullSink()
         self.bus = bus or EventBus()
         self.live = source.live or bool(getattr(source, "realtime", False))
-        self.clock: Clock = clock or (MonotonicClock() if self.live else SimClock())
+        """Paced on the wall clock (a microphone, or ``realtime``)."""
+        self.pacing: Pacing | None = getattr(source, "pacing", None) or (Pacing() if self.live else None)
+        """When asynchronous results arrive: logged on live runs, replayed from a live
+        session's log; ``None`` in lockstep."""
+        self.lockstep = self.pacing is None
+        self.clock: Clock = clock or SimClock()
         self.history = history or History(cfg.llm.system_prompt, cfg.llm.history_turns)
         self.listener = Listener(models.vad, models.asr, cfg.vad, cfg.asr)
-        self.listener.set_live(self.live)
+        self.listener.set_live(not self.lockstep)
+        self.listener.use_pacing(self.pacing)
+        self._policies = 0
         self._pace_policy(policy)
         self.player = Player(int(cfg.engine.max_pending_audio_s * SAMPLE_RATE))
+        self.player.staging = self.pacing is not None
         self.stats = EngineStats()
         self.aec = aec
         self._taps: list[AudioTap] = []
@@ -144,7 +158,7 @@ class Engine:
         self._listen_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-listen")
         self.floor = Floor(cfg, models, player=self.player, listener=self.listener, listen_pool=self._listen_pool,
                            clock=self.clock, emit=self._emit, history=self.history, stats=self.stats,
-                           live=self.live)
+                           lockstep=self.lockstep, pacing=self.pacing)
         gate = models.speaker_gate if cfg.speaker.enabled else None
         self.speaker = SpeakerTrack(gate.fresh()) if gate is not None else None
         """Who is speaking (``speaker.enabled``): fed in the executor hop, read by the floor."""
@@ -203,9 +217,14 @@ class Engine:
 
     def _pace_policy(self, policy: TurnPolicy) -> None:
         """Lockstep runs let a policy wait for the models it runs beside the frame loop
-        (``wait_models``, see :class:`~duplex.turn.TurnPolicy`); live runs never do."""
+        (``wait_models``, see :class:`~duplex.turn.TurnPolicy`); live runs never do, and
+        hand it the pacing log (``pacing``) under a prefix of its own."""
         if hasattr(policy, "wait_models"):
-            policy.wait_models = not self.live  # type: ignore[attr-defined]
+            policy.wait_models = self.lockstep  # type: ignore[attr-defined]
+        if hasattr(policy, "pacing"):
+            scoped = self.pacing.scoped(f"p{self._policies}:") if self.pacing is not None else None
+            policy.pacing = scoped  # type: ignore[attr-defined]
+        self._policies += 1
 
     def set_policy(self, name: str) -> None:
         """Build the policy called ``name`` with the injected factory and switch to it
@@ -236,6 +255,7 @@ class Engine:
                 if getattr(self.source, "finite", not self.source.live):
                     await self._drain()
         finally:
+            self._publish_arrivals()
             await self.floor.close()
             dropped = int(getattr(self.source, "dropped", 0))
             self.stats.dropped_frames = dropped
@@ -264,13 +284,18 @@ class Engine:
         sim = isinstance(self.clock, SimClock)
         if sim:
             self.clock.set(i * FRAME_S)  # type: ignore[attr-defined]
+        if self.pacing is not None:
+            self.pacing.frame = i
         t_start = self.clock.now()
         if self._say_queue and self.floor.reply is None:
             await self.floor.start_reply(fixed_text=self._say_queue.pop(0))
 
-        # 1. Speaker: one chunk. In lockstep, wait for audio the reply is still computing.
-        if not self.live:
+        # 1. Speaker: one chunk. In lockstep, wait for audio the reply is still computing;
+        # paced, take the audio that arrived since the last pull (or, replaying, what had).
+        if self.lockstep:
             await self.floor.before_speaker(t_start)
+        else:
+            await self.floor.release_audio()
         played = self.player.pull()
         self.sink.write(played.audio)
         self.floor.played(played, t_start)
@@ -315,6 +340,12 @@ class Engine:
         if state is not self._state:
             self._state = state
             self._emit(StateChanged(self.clock.now(), state=state))
+        self._publish_arrivals()
+
+    def _publish_arrivals(self) -> None:
+        if self.pacing is not None:
+            for frame, key, value in self.pacing.drain():
+                self._emit(Arrived(self.clock.now(), key=key, frame=frame, value=value))
 
     def _hear(self, policy: TurnPolicy, mic: np.ndarray, playback: np.ndarray, floor: FloorView,
               t_sim: float | None) -> tuple[ListenerFrame, PolicyInput, PolicyOutput, SpeakerVerdict | None]:

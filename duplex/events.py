@@ -384,6 +384,16 @@ class VoiceEnrolled(ControlEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Arrived(ControlEvent):
+    """An asynchronous result was first used on frame ``frame`` (live runs; see
+    :mod:`duplex.pacing`). Recorded so that a replay uses it on the same frame."""
+
+    key: str = ""
+    frame: int = 0
+    value: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnded(ControlEvent):
     reason: str = "input ended"
     dropped_frames: int = 0

@@ -62,6 +62,7 @@ from duplex.events import (
 )
 from duplex.history import History
 from duplex.listener import Listener, ListenerFrame
+from duplex.pacing import Pacing
 from duplex.reply import Reply, TurnTiming, Voice
 from duplex.stages.factory import Models
 from duplex.stages.speaker import SpeakerVerdict
@@ -171,9 +172,11 @@ class Floor:
 
     def __init__(self, cfg: Config, models: Models, *, player: Player, listener: Listener, listen_pool: Executor,
                  clock: Clock, emit: Callable[[Event], None], history: History, stats: EngineStats,
-                 live: bool) -> None:
+                 lockstep: bool, pacing: Pacing | None = None) -> None:
         self.cfg, self.models, self.player, self.listener, self.clock = cfg, models, player, listener, clock
-        self.history, self.stats, self.live = history, stats, live
+        self.history, self.stats, self.lockstep = history, stats, lockstep
+        self.pacing = pacing
+        """Paced runs (live, or a replay of one): when reply audio enters the player."""
         self._emit = emit
         self._listen_pool = listen_pool
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-llm")
@@ -228,6 +231,38 @@ class Floor:
             delay = self.cfg.engine.sim_response_delay_ms / 1000 if reply.first_played_t is None else 0.0
             if t >= reply.started_t + delay:
                 await reply.wait_audio()
+
+    async def release_audio(self) -> None:
+        """Paced runs, before the speaker's pull: reply audio computed since the last pull
+        enters the player now (live: all of it, logged; replaying a live session: what the
+        recording had by this frame, waited for), and so does the news that the reply
+        has produced everything."""
+        pacing, reply = self.pacing, self.reply
+        if pacing is None:
+            return
+        if not pacing.replaying:
+            for seg in self.player.release():
+                pacing.note(f"seg:{seg.turn}:{seg.index}")
+            if reply is not None and reply.produced_all and not reply.produced_seen:
+                reply.produced_seen = True
+                pacing.note(f"done:{reply.turn}")
+            return
+        for key in pacing.due_with("seg:"):
+            _, turn, index = key.split(":")
+            t, i = int(turn), int(index)
+            while reply is not None and reply.turn == t and not reply.cancelled and not reply.produced_all \
+                    and not reply.gated and not self.player.is_staged(t, i):
+                reply.audio_event.clear()
+                await reply.audio_event.wait()
+            if self.player.release(t, i):
+                pacing.note(key)
+        if reply is not None and not reply.produced_seen and pacing.due(f"done:{reply.turn}"):
+            while not reply.produced_all and not reply.cancelled:
+                reply.audio_event.clear()
+                await reply.audio_event.wait()
+            reply.produced_seen = True
+            pacing.note(f"done:{reply.turn}")
+            self.player.release(None)  # nothing is left staged in a faithful replay
 
     async def close(self) -> None:
         """End of the session: drop what is in flight, let the model threads go."""
@@ -479,12 +514,14 @@ class Floor:
 
     def _new_reply(self, messages: list[dict[str, str]], fixed_text: str | None, gated: bool = False,
                    user_text: str = "") -> Reply:
-        return Reply(
+        reply = Reply(
             self.turn + 1, llm=self.models.llm, tts=self.voice.tts, messages=messages or [],
             fixed_text=fixed_text, player=self.player, clock=self.clock, emit=self._emit,
             llm_pool=self._llm_pool, tts_pool=self._tts_pool,
             first_chunk_min_words=self.cfg.tts.first_chunk_min_words, gated=gated, user_text=user_text,
         )
+        reply.paced = self.pacing is not None
+        return reply
 
     async def start_reply(self, messages: list[dict[str, str]] | None = None, fixed_text: str | None = None,
                           timing: TurnTiming | None = None) -> None:
@@ -525,7 +562,7 @@ class Floor:
     async def settle(self, user_speaking: bool) -> AgentState:
         """End a reply that has played out; the agent's state after this tick (unmuted)."""
         reply = self.reply
-        if reply is not None and not self.live and reply.first_played_t is not None and not self.player.busy:
+        if reply is not None and self.lockstep and reply.first_played_t is not None and not self.player.busy:
             # Lockstep: whether the reply is over must not depend on how fast the LLM is.
             await reply.wait_audio()
         if reply is not None and reply.finished and not reply.cancelled and not self.paused:
@@ -546,7 +583,7 @@ class Floor:
         return AgentState.OVERLAP if user_speaking else AgentState.SPEAKING
 
     def _emit_latency(self, reply: Reply) -> None:
-        lat = reply.latency(self.clock.now(), self.live)
+        lat = reply.latency(self.clock.now(), not self.lockstep)
         if lat is not None:
             self.stats.latencies.append(lat)
             self._emit(lat)

@@ -15,6 +15,7 @@ import numpy as np
 from duplex.audio import FRAME_MS, FRAME_SAMPLES
 from duplex.clock import PerfTimer
 from duplex.config import ASRConfig, VADConfig
+from duplex.pacing import Pacing
 from duplex.stages.asr import StreamingASR
 from duplex.stages.vad import VAD, SpeechSegmenter
 
@@ -75,6 +76,14 @@ class Listener:
         if background is not None:
             background(live)
 
+    def use_pacing(self, pacing: Pacing | None) -> None:
+        """Log (live) or replay (a replay of a live session) when asynchronous ASR results
+        were used: speculative finals here, background partials in the recogniser."""
+        self.pacing = pacing
+        pace = getattr(self.asr, "pace_partials", None)
+        if pace is not None and pacing is not None:
+            pace(pacing)
+
     def reset(self) -> None:
         self.vad.reset()
         self.seg.reset()
@@ -87,6 +96,7 @@ class Listener:
         self._frames_in_utt = 0
         self._silence_frames = 10_000
         self._speculating = False
+        self._speculations = 0
 
     def close_utterance(self) -> tuple[str, float]:
         """End the current speech run now (the policy decided early); returns (final, compute s)."""
@@ -140,6 +150,7 @@ class Listener:
                     elif not self._speculating and self._silence_frames + 1 >= SPECULATE_FINAL_FRAMES:
                         self._speculate()
                         self._speculating = True
+                        self._speculations += 1
                 if ended:
                     self._speculating = False
                     final = self.asr.finish()
@@ -155,7 +166,10 @@ class Listener:
                 final = ""
         draft = None
         if self._speculating and self._draft is not None:
-            draft = self._draft(self.wait_drafts)
+            if self.pacing is None:
+                draft = self._draft(self.wait_drafts)
+            else:
+                draft = self.pacing.visible(f"draft:{self._speculations}", self._draft)
         if ended:
             run_duration = self.seg.run_frames * FRAME_MS / 1000
         self._preroll.append(mic)

@@ -104,6 +104,10 @@ class Reply:
         self.played_samples = 0
         self.audio_event = asyncio.Event()
         self.produced_all = False
+        self.paced = False
+        """A paced run (:mod:`duplex.pacing`): the reply counts as produced only from the
+        frame the engine saw it so (``produced_seen``), not the instant its task ended."""
+        self.produced_seen = False
         self.cancelled = False
         self.error: str | None = None
         self._chunks = 0
@@ -124,7 +128,8 @@ class Reply:
     @property
     def finished(self) -> bool:
         """All audio produced and played (or cancelled)."""
-        return self.cancelled or (self.produced_all and not self._has_audio_in_player())
+        produced = self.produced_seen if self.paced else self.produced_all
+        return self.cancelled or (produced and not self._has_audio_in_player())
 
     def _has_audio_in_player(self) -> bool:
         return self.player.busy
@@ -221,7 +226,8 @@ class Reply:
     async def _speak(self, text: str) -> None:
         if self.cancelled:
             return
-        self.emit(TextToTTS(self.clock.now(), turn=self.turn, index=self._chunks, text=text))
+        index = self._chunks
+        self.emit(TextToTTS(self.clock.now(), turn=self.turn, index=index, text=text))
         self._chunks += 1
         if self.first_chunk_wall is None:
             self.first_chunk_wall = PerfTimer.now()
@@ -242,7 +248,7 @@ class Reply:
             return
         if self.first_audio_wall is None:
             self.first_audio_wall = PerfTimer.now()
-        seg = Segment(self.turn, audio, text, word_timing(text, audio))
+        seg = Segment(self.turn, audio, text, word_timing(text, audio), index=index)
         if self.gated:
             self._held.append(seg)
             return

@@ -43,6 +43,7 @@ import numpy as np
 from duplex.config import PredictorConfig
 from duplex.errors import DuplexError, PolicyError
 from duplex.events import Decision
+from duplex.pacing import Pacing
 from duplex.stages.eou import TextEndOfUtterance
 from duplex.audio import FRAME_MS
 from duplex.audio.wav import level_db
@@ -309,6 +310,9 @@ class PredictorPolicy:
         self.wait_models = True
         """Lockstep runs wait for the text model; the engine clears this on live runs, where
         the words are scored beside the frame loop and the end of turn waits for their score."""
+        self.pacing: Pacing | None = None
+        """Live runs and replays of them (set by the engine): logs, or replays, the frame
+        each text score was first used on (:mod:`duplex.pacing`)."""
         self.reset()
 
     def reset(self) -> None:
@@ -322,6 +326,8 @@ class PredictorPolicy:
 
     def reset_decisions(self) -> None:
         """Forget the decision state only (threshold search replays stored probabilities)."""
+        self._eou_text: str | None = None
+        self._eou_asks = 0
         self._latched = False
         self._sound = False
         self._bc_peak = 0.0
@@ -496,13 +502,30 @@ class PredictorPolicy:
 
     # --- while the user has the floor ------------------------------------------------------------
 
+    def _text_score(self, text: str) -> tuple[float | None, bool]:
+        """The text model's ``(p, pending)`` for ``text``; on a paced run, pending until
+        the frame the score was (live) or is to be (replay) first used."""
+        pacing = self.pacing
+        if pacing is None:
+            return self.text.score(text, wait=self.wait_models)
+        if text != self._eou_text:
+            self._eou_text = text
+            self._eou_asks += 1
+
+        def fetch(wait: bool) -> tuple[float | None, bool] | None:
+            got = self.text.score(text, wait=wait)
+            return None if got[1] else got
+
+        got = pacing.visible(f"eou:{self._eou_asks}", fetch)
+        return got if got is not None else (None, True)
+
     def eot_score(self, x: PolicyInput, p: dict[str, float]) -> float:
         """The fused end-of-turn evidence (logit scale; the turn ends at ``eot_threshold``)."""
         d = self.params
         text = self.turn_text
         p_text, self._text_pending = None, False
         if x.silence > 0 and d.eot_w_text:
-            p_text, self._text_pending = self.text.score(text, wait=self.wait_models)
+            p_text, self._text_pending = self._text_score(text)
         ws = words(text)
         cont = float(bool(ws) and ws[-1] in CONTINUATION_WORDS)
         z = d.eot_bias + d.eot_w_model * logit(p["end_of_turn"]) + d.eot_w_cont * cont

@@ -150,6 +150,9 @@ class RecordingGate:
             mic, played = np.zeros_like(mic), np.zeros_like(played)
         self.recorder.on_audio(t, mic, played)
 
+    def annotate(self, key: str, value: Any) -> None:
+        self.recorder.annotate(key, value)
+
 
 class Activity:
     """A bus subscriber that knows whether the conversation still has something pending:

@@ -27,6 +27,8 @@ class Segment:
     """(sample offset in ``audio`` where the word is complete, the word)."""
     kind: str = "reply"
     """``reply`` or ``backchannel`` (the agent's own mm-hmm)."""
+    index: int = 0
+    """Which text chunk of its reply this is (0, 1, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,10 @@ class Player:
         self.flushed_samples = 0
         self.paused = False
         """While paused, :meth:`pull` gives silence and the queue and its cursor stay put."""
+        self.staging = False
+        """Reply audio waits in a staging area until :meth:`release` (paced runs, see
+        :mod:`duplex.pacing`: it enters the queue only at a frame edge)."""
+        self._staged: list[Segment] = []
 
     @property
     def busy(self) -> bool:
@@ -72,8 +78,24 @@ class Player:
         return self.pending < self.max_pending
 
     def enqueue(self, seg: Segment) -> None:
-        self._queue.append(seg)
+        if self.staging and seg.kind == "reply":
+            self._staged.append(seg)
+        else:
+            self._queue.append(seg)
         self.pending += len(seg.audio)
+
+    def release(self, turn: int | None = None, index: int | None = None) -> list[Segment]:
+        """Move staged reply audio into the queue: all of it, or the one chunk
+        (``turn``, ``index``); returns what moved, in order."""
+        moved = [s for s in self._staged if turn is None or (s.turn == turn and s.index == index)]
+        if moved:
+            gone = {id(s) for s in moved}
+            self._staged = [s for s in self._staged if id(s) not in gone]
+            self._queue.extend(moved)
+        return moved
+
+    def is_staged(self, turn: int, index: int) -> bool:
+        return any(s.turn == turn and s.index == index for s in self._staged)
 
     def flush(self, turn: int | None = None) -> int:
         """Drop queued and partly played audio (of ``turn``, or all); returns samples dropped."""
@@ -88,6 +110,8 @@ class Player:
             else:
                 keep.append(s)
         self._queue = keep
+        dropped += sum(len(s.audio) for s in self._staged if turn is None or s.turn == turn)
+        self._staged = [s for s in self._staged if not (turn is None or s.turn == turn)]
         self.pending -= dropped
         self.flushed_samples += dropped
         return dropped

@@ -28,7 +28,14 @@ from duplex.commands.common import (
 from duplex.commands.run import report_end
 from duplex.commands.talk import tui_exit
 from duplex.session.recorder import model_identities
-from duplex.session.replay import ReplaySource, recorded_commands, replay, session_config, was_lockstep
+from duplex.session.replay import (
+    ReplaySource,
+    recorded_commands,
+    recorded_pacing,
+    replay,
+    replays_exactly,
+    session_config,
+)
 from duplex.session.report import build_report, compare_decisions, decision_lines
 from duplex.session.store import Session, load_session
 from duplex.stages.factory import Models
@@ -73,7 +80,7 @@ def replay_into(args: argparse.Namespace, session: Session, cfg: Config, models:
     if args.tui:
         m = load_all_models(cfg, models)
         source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames),
-                              realtime=True, name=f"replay of {session.path.name}")
+                              realtime=True, name=f"replay of {session.path.name}", pacing=recorded_pacing(session))
         return tui_exit(run_tui(cfg, m, source, out, f"replay of {session.path.name}"))
 
     m = load_all_models(cfg, models)
@@ -92,8 +99,9 @@ def replay_into(args: argparse.Namespace, session: Session, cfg: Config, models:
     if args.compare:
         if args.realtime:
             note("--realtime replays run on the wall clock: their decisions vary from run to run")
-        if not was_lockstep(session):
-            note("the recording ran live (wall clock); a simulated-clock replay reproduces its decisions only approximately")
+        if not replays_exactly(session):
+            note("the recording ran live on an older duplex (wall clock, arrivals not recorded); "
+                 "a replay reproduces its decisions only approximately")
         diff = compare_decisions(session.events, result.events)
         n = len(decision_lines(session.events))
         if diff:

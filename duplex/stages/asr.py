@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -13,6 +14,7 @@ import numpy as np
 
 from duplex.audio import SAMPLE_RATE
 from duplex.errors import ASRError
+from duplex.pacing import Pacing
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ class GuardedASR:
     thread like the recogniser it wraps; ``on_error`` must be thread-safe.
     """
 
-    _CALLS = frozenset({"reset", "speculate", "draft", "discard_speculation", "warmup", "close", "background_partials"})
+    _CALLS = frozenset({"reset", "speculate", "draft", "discard_speculation", "warmup", "close", "background_partials",
+                        "pace_partials"})
 
     def __init__(self, inner: StreamingASR, on_error: Callable[[str], None]) -> None:
         self.inner = inner
@@ -195,10 +198,13 @@ class BackgroundPartials:
     (measured in a live ``duplex run``: 94 of 584 speech frames over 30 ms). On the
     listener's thread that stalls the frame loop, and every decision after it (a barge-in,
     an end of turn) waits with it. Here ``accept`` only queues the frame; ``partial`` is
-    the newest hypothesis the thread has (a few frames behind when it is busy);
-    ``start``, ``finish`` and ``reset`` keep their order with the audio and ``finish``
-    and ``reset`` wait for the thread to get there. An error on the thread is raised by
-    the next call, so :class:`GuardedASR` sees it as the recogniser's own.
+    the newest hypothesis the thread has for the current utterance (a few frames behind
+    when it is busy); ``start``, ``finish`` and ``reset`` keep their order with the audio
+    and ``finish`` and ``reset`` wait for the thread to get there. An error on the thread
+    is raised by the next call, so :class:`GuardedASR` sees it as the recogniser's own.
+
+    With ``pacing`` set (live runs), each ``partial`` read logs how many frames of the
+    utterance its hypothesis covers, so :class:`PacedPartials` can replay it.
 
     Lockstep runs keep the recogniser on the listener's thread (same words every run).
     """
@@ -209,8 +215,12 @@ class BackgroundPartials:
     def __init__(self, inner: StreamingASR) -> None:
         self.inner = inner
         self.name = getattr(inner, "name", "asr")
+        self.pacing: Pacing | None = None
         self._q: queue.Queue[tuple[str, Any, Future[Any] | None] | None] = queue.Queue(self.QUEUE_FRAMES)
-        self._partial = ""
+        self._hyp: tuple[int, int, str] = (0, 0, "")
+        """(utterance, frames of it decoded, hypothesis): written by the thread in one go."""
+        self._utt = 0
+        self._reads = 0
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="duplex-partials", daemon=True)
         self._thread.start()
@@ -221,8 +231,9 @@ class BackgroundPartials:
 
     def start(self) -> None:
         self._raise()
-        self._partial = ""
-        self._q.put(("start", None, None))
+        self._utt += 1
+        self._reads = 0
+        self._q.put(("start", self._utt, None))
 
     def accept(self, pcm: np.ndarray) -> None:
         self._raise()
@@ -230,7 +241,13 @@ class BackgroundPartials:
 
     def partial(self) -> str:
         self._raise()
-        return self._partial
+        utt, frames, text = self._hyp
+        if utt != self._utt:  # the thread has not reached this utterance yet
+            frames, text = 0, ""
+        self._reads += 1
+        if self.pacing is not None:
+            self.pacing.note(f"partial:{self._utt}:{self._reads}", frames)
+        return text
 
     def finish(self) -> str:
         return str(self._call("finish"))
@@ -238,7 +255,8 @@ class BackgroundPartials:
     def reset(self) -> None:
         if callable(getattr(self.inner, "reset", None)):
             self._call("reset")
-        self._partial = ""
+        self._utt = 0
+        self._reads = 0
 
     def close(self) -> None:
         """Stop the thread once it has done what is queued."""
@@ -258,20 +276,27 @@ class BackgroundPartials:
             raise ASRError(f"{self.name} failed on its thread: {err}") from err
 
     def _run(self) -> None:
+        utt, frames = 0, 0
         while True:
             item = self._q.get()
             if item is None:
                 return
-            what, pcm, fut = item
+            what, arg, fut = item
             try:
                 if what == "accept":
-                    self.inner.accept(pcm)
+                    self.inner.accept(arg)
+                    frames += 1
                     if self._q.empty():  # behind: the next frame's hypothesis will do
-                        self._partial = self.inner.partial()
+                        self._hyp = (utt, frames, self.inner.partial())
+                    continue
+                if what == "start":
+                    utt, frames = arg, 0
+                    self._hyp = (utt, 0, "")
+                    self.inner.start()
                     continue
                 result = getattr(self.inner, what)()
                 if what == "finish":
-                    self._partial = ""
+                    self._hyp = (utt, 0, "")
             except Exception as exc:  # foreign recogniser errors are untyped: the caller's next call raises
                 if fut is None:
                     self._error = exc
@@ -280,6 +305,66 @@ class BackgroundPartials:
                 continue
             if fut is not None:
                 fut.set_result(result)
+
+
+class PacedPartials:
+    """Replays a live run's :class:`BackgroundPartials` on the listener's thread.
+
+    Frames are held back and fed to the recogniser only as far as the recording's
+    ``partial`` read covered (its :class:`~duplex.pacing.Pacing` value), so each read gives
+    the hypothesis the live run gave on that frame; ``finish`` feeds the rest first.
+    """
+
+    def __init__(self, inner: StreamingASR, pacing: Pacing) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", "asr")
+        self.pacing = pacing
+        self._pending: deque[np.ndarray] = deque()
+        self._fed = 0
+        self._utt = 0
+        self._reads = 0
+
+    @property
+    def language(self) -> str | None:
+        return getattr(self.inner, "language", None)
+
+    def start(self) -> None:
+        self.inner.start()
+        self._utt += 1
+        self._reads = 0
+        self._pending.clear()
+        self._fed = 0
+
+    def accept(self, pcm: np.ndarray) -> None:
+        self._pending.append(np.array(pcm, dtype=np.float32))
+
+    def partial(self) -> str:
+        self._reads += 1
+        key = f"partial:{self._utt}:{self._reads}"
+        frames = self.pacing.value(key)
+        if frames is None:  # the recording never read this one: the replay has diverged
+            frames = self._fed + len(self._pending)
+        self._feed(frames)
+        self.pacing.note(key, frames)
+        return self.inner.partial() if frames > 0 else ""
+
+    def finish(self) -> str:
+        self._feed(self._fed + len(self._pending))
+        return self.inner.finish()
+
+    def reset(self) -> None:
+        reset = getattr(self.inner, "reset", None)
+        if callable(reset):
+            reset()
+        self._utt = 0
+        self._reads = 0
+        self._pending.clear()
+        self._fed = 0
+
+    def _feed(self, frames: int) -> None:
+        while self._fed < frames and self._pending:
+            self.inner.accept(self._pending.popleft())
+            self._fed += 1
 
 
 def _clean(text: str) -> str:

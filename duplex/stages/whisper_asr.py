@@ -42,7 +42,8 @@ from duplex.config import ASRConfig
 from duplex.clock import PerfTimer
 from duplex.errors import ASRError, ModelError
 from duplex.resources import force_offline, locate_whisper
-from duplex.stages.asr import BackgroundPartials, PocketSphinxASR, StreamingASR
+from duplex.pacing import Pacing
+from duplex.stages.asr import BackgroundPartials, PacedPartials, PocketSphinxASR, StreamingASR
 from duplex.stages.llm import default_threads
 from duplex.stages.multilingual import LanguageTracker
 
@@ -429,11 +430,27 @@ class WhisperFinalsASR:
     def background_partials(self, on: bool) -> None:
         """Live runs: the partial recogniser on its own thread (:class:`BackgroundPartials`),
         so its per-frame decoding never stalls the frame loop. Lockstep runs: on the caller's."""
-        if on and not isinstance(self.partials, BackgroundPartials):
-            self.partials = BackgroundPartials(self.partials)
-        elif not on and isinstance(self.partials, BackgroundPartials):
-            bg, self.partials = self.partials, self.partials.inner
-            bg.close()
+        if on and isinstance(self.partials, BackgroundPartials):
+            self.partials.pacing = None  # a new run: pace_partials sets its own
+            return
+        inner = self._raw_partials()
+        self.partials = BackgroundPartials(inner) if on else inner
+
+    def pace_partials(self, pacing: Pacing) -> None:
+        """Log (live) when each background partial was read and how far it had decoded,
+        or replay that on the caller's thread (:class:`PacedPartials`) for a replay of a
+        live session."""
+        if pacing.replaying:
+            self.partials = PacedPartials(self._raw_partials(), pacing)
+        elif isinstance(self.partials, BackgroundPartials):
+            self.partials.pacing = pacing
+
+    def _raw_partials(self) -> StreamingASR:
+        """The partial recogniser itself, with any thread or replay wrapper taken off."""
+        p = self.partials
+        if isinstance(p, BackgroundPartials):
+            p.close()
+        return p.inner if isinstance(p, BackgroundPartials | PacedPartials) else p
 
     # --- StreamingASR -----------------------------------------------------------------
 
