@@ -65,6 +65,8 @@ class Listener:
         """Wait for a speculative final instead of reporting it once ready: lockstep runs
         (files, replays) set it so the reply they start on it does not depend on compute
         speed; live runs never wait."""
+        self.pacing: Pacing | None = None
+        """Paced runs: when a draft and the background recogniser's partials were used."""
         self.reset()
 
     def set_live(self, live: bool) -> None:
