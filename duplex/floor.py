@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -157,6 +158,10 @@ class EngineStats:
     latencies: list[TurnLatency] = field(default_factory=list)
 
 
+_SEG_KEY = re.compile(r"seg:(-?\d+):(\d+)")
+"""The arrival key of one chunk of reply audio (:mod:`duplex.pacing`): turn, chunk index."""
+
+
 @dataclass(frozen=True, slots=True)
 class FloorView:
     """What the policy's thread needs of the floor, copied on the loop before the hop."""
@@ -248,8 +253,10 @@ class Floor:
                 pacing.note(f"done:{reply.turn}")
             return
         for key in pacing.due_with("seg:"):
-            _, turn, index = key.split(":")
-            t, i = int(turn), int(index)
+            m = _SEG_KEY.fullmatch(key)
+            if m is None:  # a hand-edited session: nothing to release
+                continue
+            t, i = int(m[1]), int(m[2])
             while reply is not None and reply.turn == t and not reply.cancelled and not reply.produced_all \
                     and not reply.gated and not self.player.is_staged(t, i):
                 reply.audio_event.clear()

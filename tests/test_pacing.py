@@ -300,6 +300,14 @@ def test_a_live_recording_with_a_barge_in_replays_exactly(capsys, tmp_path, load
         replays.append(decision_lines(load_session(tmp_path / f"replay{k}").events))
     assert replays[0] == replays[1] == decision_lines(session.events)
     assert (tmp_path / "replay0" / "agent.wav").read_bytes() == (out / "agent.wav").read_bytes()
+    # A hand-edited arrival is no traceback: the replay runs and says it differs.
+    events = out / "events.jsonl"
+    text = events.read_text(encoding="utf-8")
+    assert '"key":"seg:1:0"' in text
+    events.write_text(text.replace('"key":"seg:1:0"', '"key":"seg:one"'), encoding="utf-8")
+    rc = main(["replay", str(out), "--compare"])
+    cap = capsys.readouterr()
+    assert rc == 1 and "decisions DIFFER" in cap.out, cap.out[-2000:]
 
 
 @pytest.mark.slow
