@@ -30,6 +30,7 @@ from duplex.pacing import Pacing
 from duplex.session.report import decision_lines
 from duplex.session.store import load_session
 from duplex.stages.asr import BackgroundPartials, PacedPartials, PocketSphinxASR
+from tests.test_asr_background import _Stuck
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -126,29 +127,16 @@ def test_staged_reply_audio_plays_only_once_released_and_a_flush_drops_it() -> N
 # --- the recogniser's background partials -------------------------------------------------
 
 
-class _Slow:
-    """A recogniser whose decoding the test holds back (``go``) to make the thread lag."""
-
-    name = "slow"
+class _Slow(_Stuck):
+    """The held-back recogniser of the background tests, held (the thread lags) or not."""
 
     def __init__(self, hold: bool) -> None:
-        self.go = threading.Event()
+        super().__init__()
         if not hold:
             self.go.set()
-        self.accepted = 0
 
     def start(self) -> None:
         self.accepted = 0
-
-    def accept(self, pcm: np.ndarray) -> None:
-        self.go.wait()
-        self.accepted += 1
-
-    def partial(self) -> str:
-        return f"{self.accepted} frames"
-
-    def finish(self) -> str:
-        return f"{self.accepted} in all"
 
 
 def test_a_lagging_background_partial_is_replayed_as_the_same_partial() -> None:
@@ -170,7 +158,7 @@ def test_a_lagging_background_partial_is_replayed_as_the_same_partial() -> None:
     finally:
         slow.go.set()
         bg.close()
-    assert seen[0] == "" and final == "12 in all"
+    assert seen[0] == "" and final == "12 frames in all"
     paced = PacedPartials(_Slow(hold=False), replaying(rec))
     paced.start()
     again = []
