@@ -97,8 +97,11 @@ def replay_into(args: argparse.Namespace, session: Session, cfg: Config, models:
     status = 0
     diff: list[str] = []
     if args.compare:
-        if args.realtime:
-            note("--realtime replays run on the wall clock: their decisions vary from run to run")
+        if args.realtime and session.meta.get("clock") != "live":
+            # A live session's replay follows its recorded arrivals, paced or not; a lockstep
+            # one paced on the wall clock stops waiting for its models.
+            note("--realtime replays of a lockstep session run on the wall clock: their decisions vary "
+                 "from run to run")
         if not replays_exactly(session):
             note("the recording ran live on an older duplex (wall clock, arrivals not recorded); "
                  "a replay reproduces its decisions only approximately")
