@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -277,7 +278,10 @@ def test_a_second_signal_cancels_at_once_and_still_closes_the_session(capsys, ca
                                   "--policy", "rules", "-q"])
     watcher.join(timeout=1)
     assert rc == EXIT_INTERRUPTED, (rc, err)
-    assert err[-1].startswith(f"duplex: stopped by SIGTERM; session recorded in {d}/"), err
+    # Sent back to back, the two may reach the loop in either order: with several threads
+    # alive the kernel picks which thread takes each, so which came "first" is its choice
+    # (CI once saw SIGINT first). Whichever did, the other forced the end.
+    assert re.match(rf"duplex: stopped by SIG(TERM|INT); session recorded in {re.escape(str(d))}/", err[-1]), err
     assert "did not end by itself; cancelling it" in caplog.text  # the second signal forced it
     s = load_session(d)
     assert s.complete and not s.warnings and 1.0 <= s.duration < 20
