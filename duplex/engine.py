@@ -141,7 +141,6 @@ class Engine:
         self.pacing: Pacing | None = getattr(source, "pacing", None) or (Pacing() if self.live else None)
         """When asynchronous results arrive: logged on live runs, replayed from a live
         session's log; ``None`` in lockstep."""
-        self.lockstep = self.pacing is None
         self.clock: Clock = clock or SimClock()
         self.history = history or History(cfg.llm.system_prompt, cfg.llm.history_turns)
         self.listener = Listener(models.vad, models.asr, cfg.vad, cfg.asr)
@@ -158,7 +157,7 @@ class Engine:
         self._listen_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-listen")
         self.floor = Floor(cfg, models, player=self.player, listener=self.listener, listen_pool=self._listen_pool,
                            clock=self.clock, emit=self._emit, history=self.history, stats=self.stats,
-                           lockstep=self.lockstep, pacing=self.pacing)
+                           pacing=self.pacing)
         gate = models.speaker_gate if cfg.speaker.enabled else None
         self.speaker = SpeakerTrack(gate.fresh()) if gate is not None else None
         """Who is speaking (``speaker.enabled``): fed in the executor hop, read by the floor."""
@@ -232,6 +231,12 @@ class Engine:
         if self._policy_factory is None:
             raise ConfigError(f"cannot switch to policy {name!r}: this engine was built without a policy factory")
         self.use_policy(self._policy_factory(replace(self.cfg.policy, name=name)))  # type: ignore[arg-type]
+
+    @property
+    def lockstep(self) -> bool:
+        """Simulated compute (files, scripted users, replays of lockstep sessions): the loop
+        waits for every model; otherwise it never does and :attr:`pacing` logs or replays."""
+        return self.pacing is None
 
     @property
     def state(self) -> AgentState:

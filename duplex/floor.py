@@ -177,11 +177,12 @@ class Floor:
 
     def __init__(self, cfg: Config, models: Models, *, player: Player, listener: Listener, listen_pool: Executor,
                  clock: Clock, emit: Callable[[Event], None], history: History, stats: EngineStats,
-                 lockstep: bool, pacing: Pacing | None = None) -> None:
+                 pacing: Pacing | None = None) -> None:
         self.cfg, self.models, self.player, self.listener, self.clock = cfg, models, player, listener, clock
-        self.history, self.stats, self.lockstep = history, stats, lockstep
+        self.history, self.stats = history, stats
         self.pacing = pacing
-        """Paced runs (live, or a replay of one): when reply audio enters the player."""
+        """Paced runs (live, or a replay of one): when reply audio enters the player;
+        ``None`` in lockstep."""
         self._emit = emit
         self._listen_pool = listen_pool
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="duplex-llm")
@@ -219,6 +220,11 @@ class Floor:
     @property
     def paused(self) -> bool:
         return self.overlap is not None and self.overlap.paused_at is not None
+
+    @property
+    def lockstep(self) -> bool:
+        """Compute takes no session time: the loop waits for the reply's audio."""
+        return self.pacing is None
 
     @property
     def idle(self) -> bool:
@@ -521,14 +527,12 @@ class Floor:
 
     def _new_reply(self, messages: list[dict[str, str]], fixed_text: str | None, gated: bool = False,
                    user_text: str = "") -> Reply:
-        reply = Reply(
+        return Reply(
             self.turn + 1, llm=self.models.llm, tts=self.voice.tts, messages=messages or [],
             fixed_text=fixed_text, player=self.player, clock=self.clock, emit=self._emit,
             llm_pool=self._llm_pool, tts_pool=self._tts_pool,
             first_chunk_min_words=self.cfg.tts.first_chunk_min_words, gated=gated, user_text=user_text,
         )
-        reply.paced = self.pacing is not None
-        return reply
 
     async def start_reply(self, messages: list[dict[str, str]] | None = None, fixed_text: str | None = None,
                           timing: TurnTiming | None = None) -> None:

@@ -104,10 +104,9 @@ class Reply:
         self.played_samples = 0
         self.audio_event = asyncio.Event()
         self.produced_all = False
-        self.paced = False
-        """A paced run (:mod:`duplex.pacing`): the reply counts as produced only from the
-        frame the engine saw it so (``produced_seen``), not the instant its task ended."""
         self.produced_seen = False
+        """Paced runs (the player stages audio, :mod:`duplex.pacing`): the reply counts as
+        produced only from the frame the engine saw it so, not the instant its task ended."""
         self.cancelled = False
         self.error: str | None = None
         self._chunks = 0
@@ -128,7 +127,7 @@ class Reply:
     @property
     def finished(self) -> bool:
         """All audio produced and played (or cancelled)."""
-        produced = self.produced_seen if self.paced else self.produced_all
+        produced = self.produced_seen if self.player.staging else self.produced_all
         return self.cancelled or (produced and not self._has_audio_in_player())
 
     def _has_audio_in_player(self) -> bool:
