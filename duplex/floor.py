@@ -66,7 +66,6 @@ from duplex.listener import Listener, ListenerFrame
 from duplex.pacing import Pacing
 from duplex.reply import Reply, TurnTiming, Voice
 from duplex.stages.factory import Models
-from duplex.stages.speaker import SpeakerVerdict
 from duplex.turn import PolicyInput
 
 SPECULATE_AFTER_S = 0.096
@@ -209,6 +208,15 @@ class Floor:
         self._utterance = -1
         """The listener's current (or last) utterance: the one still running when a reply
         plays out under the user's speech."""
+        self._decoding: dict[int, float] = {}
+        """Live runs: utterances whose run ended before their final was decoded (see
+        :attr:`ListenerFrame.final_pending`), with when their speech ended."""
+        self._late_texts: dict[int, str] = {}
+        """Live runs: the late finals of utterances heard while the agent spoke (a barge-in
+        committed after its final came takes the words from here)."""
+        self._eot_waiting = False
+        """The policy ended the turn while one of its finals was still decoding: the turn
+        ends when the words arrive (unless the user speaks first)."""
 
     # --- what the tick asks ------------------------------------------------------------------
 
@@ -307,6 +315,7 @@ class Floor:
     async def heard(self, lf: ListenerFrame, t: float) -> None:
         self._utterance = lf.utterance
         if lf.started:
+            self._eot_waiting = False  # the user went on: the turn did not end
             await self._drop_speculation()
             onset = t - lf.speech_run
             speaking = self.agent_speaking
@@ -331,14 +340,35 @@ class Floor:
             self._emit(ASRPartial(t, text=lf.partial, utterance=lf.utterance))
         if lf.ended:
             self._emit(UserSpeechEnded(t, duration=round(lf.run_duration, 6)))
-            self._final(lf.utterance, lf.final or "", lf.asr_compute, t, t - lf.silence)
-        if self.cfg.engine.speculative and self.user is not None and self.reply is None:
-            if lf.ended or (lf.user_speaking and lf.silence >= SPECULATE_AFTER_S and (lf.partial or lf.draft)):
+            if lf.final_pending:
+                self._decoding[lf.utterance] = t - lf.silence
+                self._speech_end = (t - lf.silence, 0.0)
+            else:
+                self._final(lf.utterance, lf.final or "", lf.asr_compute, t, t - lf.silence)
+        if lf.late_final is not None:
+            utt, text, compute = lf.late_final
+            speech_end_t = self._decoding.pop(utt, t)
+            if self.user is None or utt not in self.user.utterances:
+                self._late_texts = {utt: text}
+            self._final(utt, text, compute, t, speech_end_t, latest=utt == lf.utterance)
+        if self.cfg.engine.speculative and self.user is not None and self.reply is None and not self._words_pending():
+            if lf.ended or (lf.late_final is not None and not lf.user_speaking) or \
+                    (lf.user_speaking and lf.silence >= SPECULATE_AFTER_S and (lf.partial or lf.draft)):
                 await self._speculate(lf)
+        if self._eot_waiting and not self._words_pending() and self.user is not None and self.reply is None:
+            self._eot_waiting = False
+            await self._end_of_turn(t, lf)
 
-    def _final(self, utterance: int, text: str, compute: float, t: float, speech_end_t: float) -> None:
+    def _words_pending(self) -> bool:
+        """A final of the open user turn is still decoding (live runs)."""
+        user = self.user
+        return user is not None and any(u in user.utterances for u in self._decoding)
+
+    def _final(self, utterance: int, text: str, compute: float, t: float, speech_end_t: float,
+               latest: bool = True) -> None:
         self._emit(ASRFinal(t, text=text, utterance=utterance, compute=round(compute, 6)))
-        self._speech_end = (speech_end_t, compute)
+        if latest:
+            self._speech_end = (speech_end_t, compute)
         if self.user is not None:
             self.user.add_final(utterance, text)
 
@@ -417,7 +447,8 @@ class Floor:
             return  # thinking (a reply is being prepared), or nobody has spoken
         elif decision is Decision.END_OF_TURN:
             await self._end_of_turn(t, lf)
-        elif decision is Decision.BACKCHANNEL_OPPORTUNITY and self.agent_bc.offer(t, x.silence):
+        elif decision is Decision.BACKCHANNEL_OPPORTUNITY and not self._eot_waiting and \
+                self.agent_bc.offer(t, x.silence):
             self.stats.agent_backchannels += 1
             self._emit(Backchannel(t, who="agent", text="mm-hmm", onset=t))
 
@@ -450,6 +481,8 @@ class Floor:
             self.user.utterances.add(lf.utterance)
             if lf.ended and lf.final:
                 self.user.texts.append(lf.final)
+            elif lf.utterance in self._late_texts:
+                self.user.add_final(lf.utterance, self._late_texts.pop(lf.utterance))
             await self.end_reply(interrupted=True)
         elif paused_for is not None and d in (Decision.RESUME, Decision.BACKCHANNEL):
             self.overlap = None
@@ -495,7 +528,15 @@ class Floor:
             loop = asyncio.get_running_loop()
             final, compute = await loop.run_in_executor(self._listen_pool, self.listener.close_utterance)
             self._emit(UserSpeechEnded(t, duration=round(lf.speech_run, 6)))
-            self._final(lf.utterance, final, compute, t, t - lf.silence)
+            if final is None:
+                self._decoding[lf.utterance] = t - lf.silence
+                self._speech_end = (t - lf.silence, 0.0)
+            else:
+                self._final(lf.utterance, final, compute, t, t - lf.silence)
+        if self._words_pending():
+            # Live: the words are still decoding; the turn ends on the frame they arrive.
+            self._eot_waiting = True
+            return
         user, self.user = self.user, None
         assert user is not None
         self._prev_user = user

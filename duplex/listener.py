@@ -8,6 +8,7 @@ engine runs :meth:`Listener.step` in an executor thread, one frame at a time.
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from duplex.audio import FRAME_MS, FRAME_SAMPLES
 from duplex.clock import PerfTimer
 from duplex.config import ASRConfig, VADConfig
 from duplex.pacing import Pacing
-from duplex.stages.asr import StreamingASR
+from duplex.stages.asr import LateFinal, StreamingASR
 from duplex.stages.vad import VAD, SpeechSegmenter
 
 PREROLL_FRAMES = 10
@@ -26,6 +27,8 @@ SPECULATE_FINAL_MS = 64
 the final on its own thread, so it is ready when the run ends (the VAD hangover) or the
 policy ends the turn; speech after it discards that decode."""
 SPECULATE_FINAL_FRAMES = max(1, SPECULATE_FINAL_MS // FRAME_MS)
+LATE_FINALS_KEY = "listener:late-finals"
+"""Noted at the start of a live run whose finals come late (see ``Listener.late_finals``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,14 @@ class ListenerFrame:
     run_duration: float = 0.0
     partial_changed: bool = False
     final: str | None = None
-    """Set on the frame a speech run ended: the ASR's final text of that utterance."""
+    """Set on the frame a speech run ended: the ASR's final text of that utterance (``None``
+    there when ``final_pending``)."""
+    final_pending: bool = False
+    """Live runs: the run ended while its final was still decoding; it comes in
+    ``late_final`` on a later frame."""
+    late_final: tuple[int, str, float] | None = None
+    """Live runs: a final that was still decoding when its run ended, on the first frame it
+    was ready: (utterance, text, decode seconds)."""
     asr_compute: float = 0.0
     draft: str | None = None
     """While the user pauses inside a run: the final the ASR decoded ahead (what
@@ -67,6 +77,9 @@ class Listener:
         speed; live runs never wait."""
         self.pacing: Pacing | None = None
         """Paced runs: when a draft and the background recogniser's partials were used."""
+        self.late_finals = False
+        """Paced runs with an ASR that can (``finish_later``): a run's end never waits for its
+        final; the final arrives on the first frame it is decoded (key ``final:U``)."""
         self.reset()
 
     def set_live(self, live: bool) -> None:
@@ -85,6 +98,12 @@ class Listener:
         pace = getattr(self.asr, "pace_partials", None)
         if pace is not None and pacing is not None:
             pace(pacing)
+        # A recording says whether its finals came late (those made before they could are
+        # replayed as they ran: the run's end waited for its final).
+        self.late_finals = pacing is not None and getattr(self.asr, "finish_later", None) is not None and \
+            (not pacing.replaying or pacing.value(LATE_FINALS_KEY) is not None)
+        if self.late_finals and pacing is not None and not pacing.replaying:
+            pacing.note(LATE_FINALS_KEY)
 
     def reset(self) -> None:
         self.vad.reset()
@@ -99,17 +118,57 @@ class Listener:
         self._silence_frames = 10_000
         self._speculating = False
         self._speculations = 0
+        self._late: deque[tuple[int, Future[LateFinal]]] = deque()
 
-    def close_utterance(self) -> tuple[str, float]:
-        """End the current speech run now (the policy decided early); returns (final, compute s)."""
+    def close_utterance(self) -> tuple[str | None, float]:
+        """End the current speech run now (the policy decided early); returns (final, compute s).
+
+        With ``late_finals`` the final is ``None`` when it is still decoding: it comes in a
+        later frame's ``late_final``."""
         if not self.seg.speaking:
             return self.partial, 0.0
         self.seg.reset()
         self._speculating = False
         t0 = PerfTimer.now()
-        final = self.asr.finish() if self.asr is not None else ""
-        self.partial = self._partial_after(final)
-        return final, PerfTimer.now() - t0
+        final, compute, after = self._finish()
+        self.partial = after
+        return final, compute if final is None else PerfTimer.now() - t0
+
+    def _finish(self) -> tuple[str | None, float, str]:
+        """End the utterance's recognition: (final, its decode seconds where known, the
+        partial after the run). The final is ``None`` while it decodes (``late_finals``)
+        and the partial then stays the last one until the final comes."""
+        if self.asr is None:
+            return "", 0.0, self.partial
+        if not self.late_finals:
+            final = self.asr.finish()
+            return final, 0.0, self._partial_after(final)
+        self._late.append((self.utterance, self.asr.finish_later()))  # type: ignore[attr-defined]
+        if len(self._late) == 1:  # no older final before it: it may be ready already
+            late = self._late_final()
+            if late is not None:
+                return late[1], late[2], self.partial
+        return None, 0.0, self.partial
+
+    def _late_final(self) -> tuple[int, str, float] | None:
+        """The oldest final still decoding, if it is ready on this frame (replaying: if it
+        was on this frame of the recording). While its utterance is still the last one,
+        the partial becomes the partial recogniser's final, as it would on the run's end."""
+        if not self._late or self.pacing is None:
+            return None
+        utt, fut = self._late[0]
+
+        def ready(wait: bool) -> LateFinal | None:
+            return fut.result() if wait or fut.done() else None
+
+        got = self.pacing.visible(f"final:{utt}", ready)
+        if got is None:
+            return None
+        self._late.popleft()
+        text, compute, own = got
+        if utt == self.utterance and not self.seg.speaking:
+            self.partial = text if own is None else own
+        return utt, text, compute
 
     def _partial_after(self, final: str) -> str:
         """The partial once a run ends: the final, or, when finals come from another
@@ -126,6 +185,7 @@ class Listener:
         ended = edge == "end"
         final: str | None = None
         changed = False
+        pending = False
         compute = 0.0
         run_duration = 0.0
         if started:
@@ -155,9 +215,10 @@ class Listener:
                         self._speculations += 1
                 if ended:
                     self._speculating = False
-                    final = self.asr.finish()
-                    after = self._partial_after(final)
-                    changed = after != self.partial
+                    before = self.partial
+                    final, _, after = self._finish()
+                    pending = final is None
+                    changed = after != before
                     self.partial = after
                 elif self._frames_in_utt % self.partial_every == 0:
                     p = self.asr.partial()
@@ -166,6 +227,7 @@ class Listener:
                 compute += PerfTimer.now() - t0
             elif ended:
                 final = ""
+        late = self._late_final() if self._late else None
         draft = None
         if self._speculating and self._draft is not None:
             if self.pacing is None:
@@ -193,4 +255,6 @@ class Listener:
             final=final,
             draft=draft,
             asr_compute=compute,
+            final_pending=pending,
+            late_final=late,
         )

@@ -276,7 +276,7 @@ def test_a_live_recording_with_a_barge_in_replays_exactly(capsys, tmp_path, load
     session = load_session(out)
     assert session.meta["clock"] == "live"
     kinds = {e.key.split(":")[0] for e in session.events if isinstance(e, Arrived)}
-    assert {"partial", "seg", "done", "p0"} <= kinds, kinds
+    assert {"partial", "seg", "done", "p0", "final", "listener"} <= kinds, kinds
     assert sum(e.type == "barge_in" for e in session.events) == 1
     replays = []
     for k in range(2):

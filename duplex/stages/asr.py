@@ -19,6 +19,12 @@ from duplex.pacing import Pacing
 log = logging.getLogger(__name__)
 
 
+LateFinal = tuple[str, float, str | None]
+"""What ``finish_later`` (an optional part of :class:`StreamingASR`) resolves to: the final
+text, the seconds its decode took, and the partial recogniser's own final where finals
+come from another recogniser (``None`` when the partials are the final's)."""
+
+
 class StreamingASR(Protocol):
     """One utterance at a time: ``start``, ``accept`` audio, read ``partial``, ``finish``.
 
@@ -100,7 +106,7 @@ class GuardedASR:
     """A recogniser whose failures cost one utterance, not the conversation.
 
     Wraps any :class:`StreamingASR` (and its optional ``reset``, ``speculate``, ``draft``,
-    ``discard_speculation``, ``partials_final``, ``language``). An exception from the
+    ``discard_speculation``, ``finish_later``, ``partials_final``, ``language``). An exception from the
     recogniser is reported once through ``on_error`` (the message a user can act on)
     and the rest of that utterance is heard as nothing: ``partial`` and ``finish`` give
     ``""``, ``draft`` ``None``, so the floor sees a turn with no words and does not
@@ -128,7 +134,44 @@ class GuardedASR:
             return ""
         if attr in self._CALLS and callable(value):
             return self._guard(attr, value)
+        if attr == "finish_later" and callable(value):
+            return self._finish_later(value)
         return value
+
+    def _finish_later(self, fn: Callable[[], Future[LateFinal]]) -> Callable[[], Future[LateFinal]]:
+        """``finish_later`` guarded: a failure, now or on the recogniser's thread, gives the
+        utterance no words (``("", 0.0, "")``), reported once; the recogniser's thread never
+        marks the utterance that runs by then as failed."""
+        nothing: LateFinal = ("", 0.0, "")
+
+        def call() -> Future[LateFinal]:
+            out: Future[LateFinal] = Future()
+            if self.failed:
+                self.finish()
+                out.set_result(nothing)
+                return out
+            try:
+                inner = fn()
+            except Exception as exc:  # foreign recogniser errors are untyped
+                self._fail("finish", exc)
+                out.set_result(nothing)
+                return out
+
+            def relay(done: Future[LateFinal]) -> None:
+                if done.cancelled():
+                    out.set_result(nothing)
+                    return
+                exc = done.exception()
+                if exc is None:
+                    out.set_result(done.result())
+                    return
+                self._report("finish", exc)
+                out.set_result(nothing)
+
+            inner.add_done_callback(relay)
+            return out
+
+        return call
 
     def _guard(self, what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         fallback = None if what == "draft" else ""
@@ -146,6 +189,9 @@ class GuardedASR:
 
     def _fail(self, what: str, exc: Exception) -> None:
         self.failed = True
+        self._report(what, exc)
+
+    def _report(self, what: str, exc: BaseException) -> None:
         self.failures += 1
         log.warning("ASR failed in %s: %s", what, exc, exc_info=exc)
         self.on_error(f"speech recognition failed ({self.name}.{what}: {exc}); "
@@ -251,6 +297,14 @@ class BackgroundPartials:
 
     def finish(self) -> str:
         return str(self._call("finish"))
+
+    def finish_later(self) -> Future[str]:
+        """``finish`` without waiting for the thread to get there: the final arrives on the
+        future (an error on the thread is its exception)."""
+        self._raise()
+        fut: Future[str] = Future()
+        self._q.put(("finish", None, fut))
+        return fut
 
     def reset(self) -> None:
         if callable(getattr(self.inner, "reset", None)):

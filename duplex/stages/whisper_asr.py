@@ -34,6 +34,7 @@ import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from duplex.clock import PerfTimer
 from duplex.errors import ASRError, ModelError
 from duplex.resources import force_offline, locate_whisper
 from duplex.pacing import Pacing
-from duplex.stages.asr import BackgroundPartials, PacedPartials, PocketSphinxASR, StreamingASR
+from duplex.stages.asr import BackgroundPartials, LateFinal, PacedPartials, PocketSphinxASR, StreamingASR
 from duplex.stages.llm import default_threads
 from duplex.stages.multilingual import LanguageTracker
 
@@ -378,7 +379,8 @@ class WhisperFinalsASR:
     ``speculate()`` (the listener calls it when the user has been quiet for a moment) starts
     that decode on the audio so far; ``discard_speculation()`` (the user spoke again) drops
     it. ``finish()`` returns the speculative result when one is pending, waiting for it if it
-    is still running, and otherwise decodes now. Only quiet audio can arrive between a
+    is still running, and otherwise decodes now; ``finish_later()`` does the same without
+    waiting (the final arrives on a future). Only quiet audio can arrive between a
     speculation and the finish, so the two decodes would read the same words.
 
     Attributes:
@@ -479,19 +481,59 @@ class WhisperFinalsASR:
         return self.partials.partial()
 
     def finish(self) -> str:
-        spec, self._spec = self._spec, None
         t0 = PerfTimer.now()
+        fut = self._whisper_final()
+        # While Whisper decodes on its thread (CTranslate2 releases the GIL).
+        self.partials_final = self.partials.finish()
+        text, self.last_final_compute = fut.result()
+        self.last_final_wait = PerfTimer.now() - t0
+        return text
+
+    def finish_later(self) -> Future[LateFinal]:
+        """End the utterance without waiting: (Whisper's final, its decode seconds, the
+        partial recogniser's final) arrive on the returned future once both recognisers
+        are done. Live runs use this so a final still decoding never holds up the frame."""
+        whisper = self._whisper_final()
+        later = getattr(self.partials, "finish_later", None)
+        own: Future[str]
+        if later is not None:
+            own = later()
+        else:
+            own = Future()
+            own.set_result(self.partials.finish())
+        out: Future[LateFinal] = Future()
+        lock = threading.Lock()
+
+        def settle(_: Future[Any]) -> None:
+            with lock:
+                if out.done() or not (whisper.done() and own.done()):
+                    return
+                if whisper.cancelled() or own.cancelled():  # the session closed under it
+                    out.set_result(("", 0.0, ""))
+                    return
+                exc = whisper.exception() or own.exception()
+                if exc is not None:
+                    out.set_exception(exc)
+                    return
+                text, compute = whisper.result()
+                self.partials_final = own.result()
+                out.set_result((text, compute, own.result()))
+
+        whisper.add_done_callback(settle)
+        own.add_done_callback(settle)
+        return out
+
+    def _whisper_final(self) -> Future[tuple[str, float]]:
+        """Whisper's final of the utterance ending now: the speculation's decode when one
+        covers it, else a new one; the utterance's audio is let go."""
+        spec, self._spec = self._spec, None
         if spec is not None and not spec.future.cancelled():
             self.speculations_used += 1
             fut = spec.future
         else:
             fut = self._pool.submit(self._decode, self._audio())
-        # While Whisper decodes on its thread (CTranslate2 releases the GIL).
-        self.partials_final = self.partials.finish()
-        text, self.last_final_compute = fut.result()
-        self.last_final_wait = PerfTimer.now() - t0
         self._chunks, self._samples = [], 0
-        return text
+        return fut
 
     # --- speculation ------------------------------------------------------------------
 
