@@ -211,9 +211,9 @@ class Floor:
         self._decoding: dict[int, float] = {}
         """Live runs: utterances whose run ended before their final was decoded (see
         :attr:`ListenerFrame.final_pending`), with when their speech ended."""
-        self._late_texts: dict[int, str] = {}
-        """Live runs: the late finals of utterances heard while the agent spoke (a barge-in
-        committed after its final came takes the words from here)."""
+        self._unowned: tuple[int, str] | None = None
+        """The last final of an utterance no user turn held when it came (said under the
+        agent's voice): a barge-in committed after it came takes the words from here."""
         self._eot_waiting = False
         """The policy ended the turn while one of its finals was still decoding: the turn
         ends when the words arrive (unless the user speaks first)."""
@@ -348,8 +348,6 @@ class Floor:
         if lf.late_final is not None:
             utt, text, compute = lf.late_final
             speech_end_t = self._decoding.pop(utt, t)
-            if self.user is None or utt not in self.user.utterances:
-                self._late_texts = {utt: text}
             self._final(utt, text, compute, t, speech_end_t, latest=utt == lf.utterance)
         if self.cfg.engine.speculative and self.user is not None and self.reply is None and not self._words_pending():
             if lf.ended or (lf.late_final is not None and not lf.user_speaking) or \
@@ -369,8 +367,10 @@ class Floor:
         self._emit(ASRFinal(t, text=text, utterance=utterance, compute=round(compute, 6)))
         if latest:
             self._speech_end = (speech_end_t, compute)
-        if self.user is not None:
+        if self.user is not None and utterance in self.user.utterances:
             self.user.add_final(utterance, text)
+        else:
+            self._unowned = (utterance, text)
 
     # --- decisions ---------------------------------------------------------------------------
 
@@ -481,8 +481,10 @@ class Floor:
             self.user.utterances.add(lf.utterance)
             if lf.ended and lf.final:
                 self.user.texts.append(lf.final)
-            elif lf.utterance in self._late_texts:
-                self.user.add_final(lf.utterance, self._late_texts.pop(lf.utterance))
+            elif self._unowned is not None and self._unowned[0] == lf.utterance and lf.utterance not in self._decoding:
+                # The run ended and its words came before the policy committed.
+                self.user.add_final(*self._unowned)
+                self._unowned = None
             await self.end_reply(interrupted=True)
         elif paused_for is not None and d in (Decision.RESUME, Decision.BACKCHANNEL):
             self.overlap = None

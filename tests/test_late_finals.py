@@ -15,11 +15,11 @@ import numpy as np
 
 from duplex.audio import FRAME_SAMPLES
 from duplex.config import ASRConfig, VADConfig
-from duplex.events import Arrived, ASRFinal, BargeIn, EndOfTurn, UserSpeechEnded, UserSpeechStarted
+from duplex.events import Arrived, ASRFinal, BargeIn, Decision, EndOfTurn, UserSpeechEnded, UserSpeechStarted
 from duplex.listener import LATE_FINALS_KEY, Listener
 from duplex.pacing import Pacing
 from duplex.stages.asr import GuardedASR, LateFinal
-from harness import FakeASR, FakeLLM, make_models, run_timeline, says
+from harness import FakeASR, FakeLLM, ScriptedPolicy, make_models, run_timeline, says
 
 DECODE_S = 0.3
 """How long each final takes to decode on the recogniser's thread."""
@@ -150,3 +150,44 @@ def test_a_final_that_fails_on_its_thread_is_one_lost_utterance_reported_once():
     assert len(errors) == 1 and "decoder crashed" in errors[0]
     assert not guarded.failed, "the recogniser's thread marked the next utterance as failed"
     assert not hasattr(GuardedASR(FakeASR([]), errors.append), "finish_later")
+
+
+def test_an_end_of_turn_inside_the_hangover_waits_for_the_words_not_the_frame():
+    script = [says("tell me about the moon", 0.0, 0.6)]
+
+    def end_in_hangover(x):  # the policy closes the utterance before the VAD does
+        return Decision.END_OF_TURN if x.user_turn_open and x.user_speaking and x.silence >= 0.1 else None
+
+    asr = LateFinalsASR(script)
+    closes: list[float] = []
+
+    def timed(engine) -> None:
+        inner = engine.listener.close_utterance
+
+        def close():
+            t0 = time.perf_counter()
+            try:
+                return inner()
+            finally:
+                closes.append(time.perf_counter() - t0)
+
+        engine.listener.close_utterance = close
+
+    run = run_timeline(script, policy=ScriptedPolicy(rule=end_in_hangover), models=make_models(script, asr=asr),
+                       duration=2.0, realtime=True, on_engine=timed)
+    assert asr.later == 1 and asr.finishes == 0 and closes and max(closes) < DECODE_S / 2, closes
+    final, eot = run.first(ASRFinal), run.first(EndOfTurn)
+    assert eot.text == final.text == "tell me about the moon"
+    assert eot.t >= final.t > run.first(UserSpeechEnded).t
+
+
+def test_a_barge_in_committed_after_its_words_came_keeps_them():
+    """Said under the agent's voice, the run ends and its final comes (no user turn holds
+    it yet); the policy commits the barge-in a few frames later: the turn has the words."""
+    script = [says("tell me about the moon", 0.0, 0.6), says("stop now", 2.4, 2.8)]
+    policy = ScriptedPolicy(at={3.3: Decision.BARGE_IN})
+    run = run_timeline(script, policy=policy, models=make_models(script, llm=FakeLLM(["The moon is a rock " * 8])),
+                       duration=5.0)
+    assert run.of(UserSpeechStarted)[1].agent_speaking
+    assert run.first(BargeIn).t > run.of(UserSpeechEnded)[1].t, "the barge-in came with the run's end"
+    assert [e.text for e in run.of(EndOfTurn)] == ["tell me about the moon", "stop now"]
