@@ -20,6 +20,7 @@ from duplex.listener import LATE_FINALS_KEY, Listener
 from duplex.pacing import Pacing
 from duplex.stages.asr import GuardedASR, LateFinal
 from harness import FakeASR, FakeLLM, ScriptedPolicy, make_models, run_timeline, says
+from tests.test_pacing import _Vad
 
 DECODE_S = 0.3
 """How long each final takes to decode on the recogniser's thread."""
@@ -92,18 +93,6 @@ def test_a_lockstep_run_still_waits_for_its_finals():
     assert asr.finishes == 1 and asr.later == 0
     assert run.first(ASRFinal).t == run.first(UserSpeechEnded).t
     assert run.first(EndOfTurn).text == "tell me about the moon"
-
-
-class _Vad:
-    def __init__(self, speech: int) -> None:
-        self.speech, self.k = speech, 0
-
-    def reset(self) -> None:
-        self.k = 0
-
-    def __call__(self, frame: np.ndarray) -> float:
-        self.k += 1
-        return 0.9 if self.k <= self.speech else 0.0
 
 
 def _ends(pacing: Pacing, asr, frame_s: float = 0.0) -> list[tuple[int, bool, object]]:
