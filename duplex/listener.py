@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -46,16 +46,26 @@ class ListenerFrame:
     final: str | None = None
     """Set on the frame a speech run ended: the ASR's final text of that utterance (``None``
     there when ``final_pending``)."""
+    asr_compute: float = 0.0
+    draft: str | None = None
+    """While the user pauses inside a run: the final the ASR decoded ahead (what
+    ``final`` will be if the user says nothing more), once it is ready; else ``None``."""
+    # New fields go last: the evaluation caches pickled frames, which unpickle by position.
     final_pending: bool = False
     """Live runs: the run ended while its final was still decoding; it comes in
     ``late_final`` on a later frame."""
     late_final: tuple[int, str, float] | None = None
     """Live runs: a final that was still decoding when its run ended, on the first frame it
     was ready: (utterance, text, decode seconds)."""
-    asr_compute: float = 0.0
-    draft: str | None = None
-    """While the user pauses inside a run: the final the ASR decoded ahead (what
-    ``final`` will be if the user says nothing more), once it is ready; else ``None``."""
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Frames pickled before a field was added (the evaluation's listener caches) get
+        its default."""
+        for i, f in enumerate(fields(self)):
+            object.__setattr__(self, f.name, state[i] if i < len(state) else f.default)
 
 
 class Listener:

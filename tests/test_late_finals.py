@@ -8,6 +8,7 @@ played: every "okay" under the agent's voice cut a hole into it.
 
 from __future__ import annotations
 
+import pickle
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -16,7 +17,7 @@ import numpy as np
 from duplex.audio import FRAME_SAMPLES
 from duplex.config import ASRConfig, VADConfig
 from duplex.events import Arrived, ASRFinal, BargeIn, Decision, EndOfTurn, UserSpeechEnded, UserSpeechStarted
-from duplex.listener import LATE_FINALS_KEY, Listener
+from duplex.listener import LATE_FINALS_KEY, Listener, ListenerFrame
 from duplex.pacing import Pacing
 from duplex.stages.asr import GuardedASR, LateFinal
 from harness import FakeASR, FakeLLM, ScriptedPolicy, make_models, run_timeline, says
@@ -180,3 +181,15 @@ def test_a_barge_in_committed_after_its_words_came_keeps_them():
     assert run.of(UserSpeechStarted)[1].agent_speaking
     assert run.first(BargeIn).t > run.of(UserSpeechEnded)[1].t, "the barge-in came with the run's end"
     assert [e.text for e in run.of(EndOfTurn)] == ["tell me about the moon", "stop now"]
+
+
+def test_frames_cached_before_the_late_final_fields_still_load():
+    """The evaluation's listener caches hold pickled frames (by position): the new fields
+    come last and take their defaults, the old ones keep their values."""
+    frame = ListenerFrame(0.7, True, 0.3, 0.064, "so the", 4, draft="So the.", asr_compute=0.02)
+    old_state = frame.__getstate__()[:-2]  # what a frame pickled on de991a3 holds
+    old = ListenerFrame.__new__(ListenerFrame)
+    old.__setstate__(old_state)
+    assert old == frame and old.draft == "So the." and old.late_final is None and not old.final_pending
+    late = ListenerFrame(0.1, False, 0.0, 0.3, "", 4, late_final=(4, "So the plan.", 0.2))
+    assert pickle.loads(pickle.dumps(late)) == late
